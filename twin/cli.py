@@ -1,0 +1,78 @@
+"""The ``twin`` command line: one sub-command per job; it alone reads files, flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from scenes.errors import LineFileError, TwinError
+
+log = logging.getLogger("twin")
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "scenes" / "examples"
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from scenes.lineparse import load_line
+
+    status = 0
+    for f in args.files:
+        try:
+            spec = load_line(f)
+        except LineFileError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            status = 1
+            continue
+        n_conv = sum(1 for b in spec.buffers if b.conveyor is not None)
+        print(
+            f"{f}: ok: line '{spec.name}', {len(spec.stations)} stations, "
+            f"{len(spec.buffers)} buffers ({n_conv} conveyors), {len(spec.sources)} timed sources"
+        )
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twin",
+        description="Industrial digital-twin engine: validate, render and simulate production lines.",
+        epilog="Run 'twin COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check line files and report every problem")
+    p.add_argument("files", nargs="+", metavar="FILE", help="line files (YAML)")
+    p.set_defaults(func=_cmd_validate)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Sub-commands defined in other modules register themselves here (keeps this module light).
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except LineFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except TwinError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
