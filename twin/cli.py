@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from scenes.errors import LineFileError, TwinError
+from twin.commands import COMMAND_MODULES
 
 log = logging.getLogger("twin")
 
@@ -48,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="line files (YAML)")
     p.set_defaults(func=_cmd_validate)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # a command not built yet
+        module.register(sub)
     return parser
-
-
-#: Sub-commands defined in other modules register themselves here (keeps this module light).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
