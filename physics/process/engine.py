@@ -459,7 +459,8 @@ def step(model: Model, p: Params, s: State) -> State:
     ttf = jnp.where(m_r & op & ~was_busy, new_ttf, ttf)
 
     # arrival at a timed source
-    q_t, q_count, next_arr, wip, lost = s.q_t, s.q_count, s.next_arr, s.wip, s.lost
+    q_t, q_count, next_arr, lost = s.q_t, s.q_count, s.next_arr, s.lost
+    wip = s.wip - jnp.sum(scrap).astype(s.wip.dtype)  # a scrapped part leaves the line
     if model.n_sources:
         srcs = jnp.arange(model.n_sources)
         m_a = fire & (srcs + 3 * n == idx)
