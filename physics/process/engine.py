@@ -468,8 +468,8 @@ def step(model: Model, p: Params, s: State) -> State:
         at = (s.q_head + s.q_count) % model.queue
         q_t = s.q_t.at[srcs, at].set(jnp.where(fits, t, s.q_t[srcs, at]))
         q_count = s.q_count + fits.astype(jnp.int32)
-        wip = wip + jnp.sum(fits)
-        lost = lost + jnp.sum(m_a & ~fits)
+        wip = wip + jnp.sum(fits).astype(wip.dtype)
+        lost = lost + jnp.sum(m_a & ~fits).astype(lost.dtype)
         ia = _interarrivals(model, p, u[1, : model.n_sources], jax.random.fold_in(k_g, 7))
         next_arr = jnp.where(m_a, t + ia, s.next_arr)
 
