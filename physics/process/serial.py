@@ -375,9 +375,10 @@ def throughput_of_means(
     """
     from dataclasses import replace
 
-    p = replace(p, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
     k_s, k_d = jax.random.split(key)
-    unit = _unit_samples(model, jax.lax.stop_gradient(p), k_s, parts)
+    # Unit samples from the file's parameters: every family then scales with its mean.
+    unit = _unit_samples(model, p, k_s, parts)
+    p = replace(p, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
     proc = unit * means
     serv = proc + jax.lax.stop_gradient(_downtime(model, p, k_d, jax.lax.stop_gradient(proc)))
     down = serv - proc

@@ -1,0 +1,128 @@
+"""The (max,+) fast path: where it applies, agreement with the general engine, its gradient."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from physics.process import api, serial
+from scenes.errors import SimulationError
+from scenes.lineparse import parse_line
+
+SERIAL = """
+line: serial3
+stations:
+  - {id: a, process_time: {dist: exponential, mean: 30}, failures: {mtbf: 900, mttr: 90}}
+  - {id: b, process_time: {dist: lognormal, mean: 34, cv: 0.5}}
+  - {id: c, process_time: {dist: uniform, low: 20, high: 36}}
+buffers:
+  - {id: b1, from: a, to: b, capacity: 2}
+  - {id: b2, from: b, to: c, capacity: 0}
+"""
+
+
+def test_applicability() -> None:
+    assert serial.inapplicable(parse_line(SERIAL)) is None
+    par = parse_line(SERIAL.replace("cv: 0.5}", "cv: 0.5}, servers: 2"))
+    assert "parallel servers" in str(serial.inapplicable(par))
+    tm = parse_line(SERIAL.replace("mttr: 90}", "mttr: 90, mode: time}"))
+    assert "time-dependent" in str(serial.inapplicable(tm))
+    with pytest.raises(SimulationError, match="does not apply"):
+        api.simulate(par, hours=1, engine_name="serial")
+    assert api.simulate(parse_line(SERIAL), hours=1).engine == "serial"
+    assert api.simulate(par, hours=1).engine == "general"
+
+
+def test_fast_path_agrees_with_general_engine() -> None:
+    spec = parse_line(SERIAL)
+    kw = {"hours": 150.0, "warmup_hours": 5.0, "replications": 16}
+    fast = api.simulate(spec, engine_name="serial", seed=1, **kw).kpis
+    gen = api.simulate(spec, engine_name="general", seed=2, **kw).kpis
+    for name in ("throughput_per_hour", "wip", "lead_time_mean"):
+        a, b = getattr(fast, name), getattr(gen, name)
+        se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        assert abs(a.mean() - b.mean()) <= 3.5 * se, (name, a.mean(), b.mean(), se)
+    for name in ("busy", "blocked", "starved", "down"):
+        a, b = getattr(fast, name).mean(axis=0), getattr(gen, name).mean(axis=0)
+        assert np.allclose(a, b, atol=0.01), (name, a, b)
+
+
+def test_conveyor_transit_in_fast_path() -> None:
+    spec = parse_line(
+        """
+line: conv
+stations:
+  - {id: a, process_time: 10}
+  - {id: b, process_time: 5}
+buffers:
+  - {id: c, from: a, to: b, conveyor: {length: 6.0, speed: 0.5}}
+"""
+    )
+    for eng in ("serial", "general"):
+        k = api.simulate(spec, hours=2, warmup_hours=0.5, engine_name=eng).kpis
+        # every part: 10 s at a, 12 s on the belt, 5 s at b
+        assert k.lead_time_mean[0] == pytest.approx(27.0, abs=1e-9), eng
+        assert k.throughput_per_hour[0] == pytest.approx(360.0, abs=1.0), eng
+
+
+def test_gradient_matches_finite_differences() -> None:
+    spec = parse_line(SERIAL)
+    model, p = serial.build_serial(spec)
+    key = jax.random.PRNGKey(4)
+    kw = {"parts": 6000, "warmup_parts": 300}
+    f = jax.jit(lambda m: serial.throughput_of_means(model, p, m, key, **kw))
+    value, grads = serial.throughput_gradient(spec, seed=4, **kw)
+    assert value == pytest.approx(float(f(p.mean)), rel=1e-9)
+    base = np.asarray(p.mean)
+    for k, sid in enumerate(model.station_ids):
+        h = 0.05
+        up, dn = base.copy(), base.copy()
+        up[k] += h
+        dn[k] -= h
+        fd = (float(f(jax.numpy.asarray(up))) - float(f(jax.numpy.asarray(dn)))) / (2 * h)
+        # Common random numbers make the sample path piecewise linear in the means: the
+        # central difference and the pathwise derivative agree closely.
+        assert grads[sid] == pytest.approx(fd, rel=0.05, abs=0.02), (sid, grads[sid], fd)
+    # Slowing the bottleneck costs the most throughput.
+    assert min(grads, key=lambda s: grads[s]) == "b"
+
+
+def test_cli_json_is_one_object() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours",
+         "20", "--warmup-hours", "1", "--replications", "4", "--seed", "1", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    doc = json.loads(out.stdout)
+    assert out.stdout.strip().count("\n") == 0
+    for key in ("line", "hours", "warmup_hours", "replications", "seed", "throughput_per_hour",
+                "wip", "lead_time_s", "oee", "bottleneck", "stations"):
+        assert key in doc
+    assert doc["line"] == "ten-serial" and doc["replications"] == 4 and doc["seed"] == 1
+    lo, hi = doc["throughput_per_hour"]["ci95"]
+    assert lo <= doc["throughput_per_hour"]["mean"] <= hi
+    assert set(doc["oee"]) == {"mean", "availability", "performance", "quality"}
+    st = doc["stations"]["s1"]
+    assert set(st) >= {"busy", "blocked", "starved", "down", "produced", "scrapped"}
+    assert st["busy"] + st["blocked"] + st["starved"] + st["down"] == pytest.approx(1.0, abs=1e-6)
+    assert doc["bottleneck"] in doc["stations"]
+
+
+def test_cli_table_and_bad_input(tmp_path: object) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours", "5",
+         "--replications", "2"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "throughput" in out.stdout and "bottleneck" in out.stdout and "s10" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours", "1",
+         "--warmup-hours", "2"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 1 and "warmup_hours" in bad.stderr and "Traceback" not in bad.stderr
