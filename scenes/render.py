@@ -135,8 +135,9 @@ def _draw(
         top = world.apply((0.0, 0.0, height + 0.35))
         labels.append(_Label(position=top, text=e.visual.label, major=True))
 
+    buffers = {b.id: b for b in spec.buffers}
     for e in graph.of_kind(EntityKind.BUFFER):
-        buf = spec.buffers[[b.id for b in spec.buffers].index(e.ref)]
+        buf = buffers[e.ref]
         world = graph.world_transform(e.id)
         conveyor = next(iter(graph.children(e.id)), None)
         level = state.buffer_level(e.ref) if state is not None else None
@@ -149,9 +150,7 @@ def _draw(
             if state is not None:
                 _draw_parts(pv, plotter, graph, e.ref, state.parts_on(e.ref), conveyor.geometry)
             continue
-        src = graph.world_transform(f"station/{buf.source}")
-        dst = graph.world_transform(f"station/{buf.target}")
-        _draw_flow(pv, plotter, src, dst, world, graph, buf.source, buf.target)
+        _draw_flow(pv, plotter, graph, buf.source, buf.target, world.position, floor_z)
         if isinstance(e.geometry, BoxGeometry):
             _draw_buffer_box(pv, plotter, world, e.geometry.size, level, buf.capacity)
             text = (
@@ -309,9 +308,8 @@ def _draw_conveyor(pv: Any, plotter: Any, path: Polyline, width: float, floor_z:
         n_chev = int(seg_len // spacing)
         for i in range(n_chev):
             chevrons.append(_chevron(pv, frame, (i + 0.5) * seg_len / n_chev, width * 0.5))
-    for k, joint in enumerate(path.points[1:-1], start=1):
+    for joint in path.points[1:-1]:
         # a round plate fills the gap on the outside of a bend
-        del k
         disc = pv.Cylinder(
             center=(joint[0], joint[1], joint[2] - BELT_THICKNESS / 2),
             direction=(0, 0, 1),
@@ -365,30 +363,22 @@ def _chevron(pv: Any, frame: Transform, s: float, half: float) -> Any:
 
 
 def _draw_flow(
-    pv: Any,
-    plotter: Any,
-    src: Transform,
-    dst: Transform,
-    buffer_frame: Transform,
-    graph: SceneGraph,
-    source: str,
-    target: str,
+    pv: Any, plotter: Any, graph: SceneGraph, source: str, target: str, via: Vec3, floor_z: float
 ) -> None:
-    """A flow arrow on the floor from ``source`` through the buffer to ``target``."""
-    z = buffer_frame.position[2] + 0.02 if buffer_frame.position[2] < 0.5 else 0.02
-    a = (src.position[0], src.position[1], z)
-    m = (buffer_frame.position[0], buffer_frame.position[1], z)
-    b = (dst.position[0], dst.position[1], z)
-    plotter.add_mesh(
-        _segments(pv, [(a, m), (m, b)]), color=FLOW_COLOR, line_width=3, lighting=False
-    )
+    """A flow line on the floor from station ``source`` through ``via`` to station ``target``,
+    with an arrow head where it enters the target's footprint."""
+    z = floor_z + 0.02
+    src = graph.world_transform(f"station/{source}").position
+    dst = graph.world_transform(f"station/{target}").position
+    a, m, b = (src[0], src[1], z), (via[0], via[1], z), (dst[0], dst[1], z)
+    line = _segments(pv, [(a, m), (m, b)])
+    plotter.add_mesh(line, color=FLOW_COLOR, line_width=3, lighting=False)
     dx, dy = b[0] - m[0], b[1] - m[1]
     dist = math.hypot(dx, dy)
     if dist > 1e-6:
-        # the arrow head sits just outside the target's footprint, where the flow enters it
-        target_geom = graph.entity(f"station/{target}").geometry
-        size = getattr(target_geom, "size", None) or (1.5, 1.5, 1.5)
-        back = min(dist * 0.9, 0.5 * max(size[0], size[1]) * 0.9 + 0.2)
+        geometry = graph.entity(f"station/{target}").geometry
+        size = getattr(geometry, "size", None) or (1.5, 1.5, 1.5)
+        back = min(dist * 0.9, 0.45 * max(size[0], size[1]) + 0.2)
         tip = (b[0] - dx / dist * back, b[1] - dy / dist * back, z + 0.05)
         cone = pv.Cone(center=tip, direction=(dx, dy, 0.0), height=0.35, radius=0.16, resolution=24)
         plotter.add_mesh(cone, color=FLOW_COLOR, lighting=False)
@@ -643,9 +633,12 @@ def _place_camera(
     best = max(options, key=lambda r: min((r[2] - r[0]) / span_u, (r[3] - r[1]) / span_v))
     x0, y0, x1, y1 = best
     px_per_m = min((x1 - x0) / span_u, (y1 - y0) / span_v)
-    # the scene's projected centre goes to the centre of the chosen rectangle
-    cu = (float(u.max() + u.min()) / 2) - ((x0 + x1) / 2 - width / 2) / px_per_m
-    cv = (float(v.max() + v.min()) / 2) - ((y0 + y1) / 2 - height / 2) / px_per_m
+    # the scene goes as near the middle of the picture as the free rectangle allows
+    half_w, half_h = span_u * px_per_m / 2, span_v * px_per_m / 2
+    px = min(max(width / 2, x0 + half_w), x1 - half_w)
+    py = min(max(height / 2, y0 + half_h), y1 - half_h)
+    cu = (float(u.max() + u.min()) / 2) - (px - width / 2) / px_per_m
+    cv = (float(v.max() + v.min()) / 2) - (py - height / 2) / px_per_m
     centre = corners.mean(axis=0)
     focal = centre + (cu - centre @ right) * right + (cv - centre @ up) * up
     distance = 4.0 * max(span_u, span_v, 10.0)
