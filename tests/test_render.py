@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import colorsys
+import os
 import subprocess
 import sys
 import textwrap
@@ -156,7 +157,7 @@ def twin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
