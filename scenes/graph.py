@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from scenes.spec import Buffer, LineSpec, Station
@@ -329,12 +329,16 @@ class SceneGraph:
 
     name: str
     entities: tuple[Entity, ...]
+    _by_id: Mapping[str, Entity] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id = {e.id: e for e in self.entities}
+        if len(by_id) != len(self.entities):
+            raise ValueError("entity ids must be unique")
+        object.__setattr__(self, "_by_id", by_id)
 
     def entity(self, entity_id: str) -> Entity:
-        for e in self.entities:
-            if e.id == entity_id:
-                return e
-        raise KeyError(entity_id)
+        return self._by_id[entity_id]
 
     def children(self, entity_id: str) -> tuple[Entity, ...]:
         return tuple(e for e in self.entities if e.parent == entity_id)

@@ -111,6 +111,12 @@ def test_same_spec_gives_equal_graph() -> None:
     assert build_graph(spec()) == build_graph(spec())
 
 
+def test_graph_rejects_duplicate_ids() -> None:
+    g = build_graph(spec())
+    with pytest.raises(ValueError, match="unique"):
+        SceneGraph(name="dup", entities=(*g.entities, g.entities[1]))
+
+
 # -- transforms --------------------------------------------------------------------------------
 
 
