@@ -44,8 +44,7 @@ How the contract maps onto SimPy
   buffer that received the part; ``shortest_queue`` takes the output with room holding the fewest
   parts (a capacity-0 link holds none), first in file order on ties; ``probability`` waits for
   room in the buffer drawn at completion. Room in a capacity-0 link means its target has an idle
-  server. Every move either delivers, empties a blocked server or fills an idle one, so the phase
-  ends.
+  server. Servers only go blocked -> idle -> busy within a transfer phase, so it ends.
 * **Buffers and conveyors.** A buffer is a deque of ``(ready time, release time)``; parts in
   transit count against the capacity; only the head can leave, once ``ready <= now``. Each entry
   onto a conveyor (``T > 0``) schedules a "head ready" event at ``entry + T`` that only runs the
@@ -56,9 +55,15 @@ How the contract maps onto SimPy
 * **Measurements** over ``(W, H]``: server-state time is integrated per server, clipped to the
   window; WIP (released, not yet delivered or scrapped) is integrated likewise; deliveries,
   completions and scraps count when their time is in the window. Lead time p95 is numpy's
-  default (linear) percentile. A station that finished nothing in the window has quality 1 and
-  performance 0; with no delivery the lead times are NaN. ``events`` counts every SimPy event
-  processed in ``(0, H]``; ``completions`` every completion (scrapped or not) in ``(0, H]``.
+  default (linear) percentile. Quality is 1 for a station that finished nothing in the window,
+  performance 0 for one down all the window; with no delivery the lead times are NaN. ``events`` counts every SimPy event
+  processed up to ``H`` (conveyor "head ready" events included, one per part entering a
+  conveyor); ``completions`` every completion, scrapped or not, up to ``H``.
+* **Horizon.** ``H = hours * 3600`` and ``W = warmup_hours * 3600``, rounded to the nanosecond so
+  that ``hours=3695 / 3600`` means exactly 3695 s.
+* **Random numbers.** One ``Generator(PCG64(seed))``; each station's processing, failure and
+  repair times and each source's inter-arrival times are separate streams drawn in blocks, plus
+  one U(0, 1) stream for scrap decisions and probability routing.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ import numpy as np
 import simpy
 from numpy.random import PCG64, Generator
 from numpy.typing import NDArray
+from simpy.events import EventPriority
 
 from scenes.spec import (
     DistKind,
@@ -189,7 +195,7 @@ class _At(simpy.Event):
         self.handler = handler
         self.subject = subject
         self.callbacks.append(_At._fire)
-        env.schedule(self, priority, delay)
+        env.schedule(self, EventPriority(priority), delay)
 
     @staticmethod
     def _fire(event: simpy.Event) -> None:
@@ -267,13 +273,13 @@ class _Station:
         "completions",
         "cum_weights",
         "inputs",
-        "mttr",
         "n_blocked",
         "n_idle",
         "outputs",
         "pointer",
         "process",
         "produced",
+        "repair_draw",
         "saturated",
         "scrapped",
         "servers",
@@ -296,7 +302,7 @@ class _Station:
         self.process = _Sampler(spec.process_time, rng)
         f = spec.failures
         self.ttf_draw = _Sampler(Distribution.exponential(f.mtbf), rng) if f else None
-        self.mttr = _Sampler(Distribution.exponential(f.mttr), rng) if f else None
+        self.repair_draw = _Sampler(Distribution.exponential(f.mttr), rng) if f else None
         self.acc = [0.0, 0.0, 0.0, 0.0]  # server-seconds in the window per _State
         self.produced = 0
         self.scrapped = 0
@@ -328,7 +334,7 @@ class _Line:
             buf.src.outputs.append(buf)
             buf.tgt.inputs.append(buf)
             self.buffers.append(buf)
-        self.sources = []
+        self.sources: list[_Source] = []
         for i, src in enumerate(spec.sources):
             st = by_id[src.feeds]
             st.source = _Source(i, st, _Sampler(src.interarrival, rng))
@@ -437,7 +443,7 @@ class _Line:
     def _on_failure(self, srv: _Server) -> None:
         st = srv.station
         failures = st.spec.failures
-        assert failures is not None and st.mttr is not None
+        assert failures is not None and st.repair_draw is not None
         if failures.mode is FailureMode.OPERATION:  # only ever scheduled inside a busy segment
             srv.work -= srv.ttf
             srv.ttf = 0.0
@@ -445,7 +451,7 @@ class _Line:
             srv.work = max(0.0, srv.work - (self.env.now - srv.seg_start))
         srv.resume = srv.state
         self._set_state(srv, _State.DOWN)
-        self._at(st.mttr(), _Kind.REPAIR, srv.gid, self._on_repair, srv)
+        self._at(st.repair_draw(), _Kind.REPAIR, srv.gid, self._on_repair, srv)
         self.transfer()
 
     def _on_repair(self, srv: _Server) -> None:
@@ -529,7 +535,6 @@ class _Line:
 
     def _pull(self, st: _Station) -> bool:
         """The lowest idle server of ``st`` takes the candidate ready longest, if any."""
-        srv = next(s for s in st.servers if s.state is _State.IDLE)
         now = self.env.now
         best: tuple[float, int, int] | None = None
         best_from: _Buf | _Server | _Source | None = None
@@ -551,9 +556,10 @@ class _Line:
             key = (src.queue[0], len(st.inputs), 0)
             if best is None or key < best:
                 best, best_from = key, src
-        if best_from is None:
-            if not st.saturated:
-                return False
+        if best_from is None and not st.saturated:
+            return False
+        srv = next(s for s in st.servers if s.state is _State.IDLE)
+        if best_from is None:  # a saturated station releases a new part
             self._wip_add(+1)
             self._start(srv, now)
             return True

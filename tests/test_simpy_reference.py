@@ -500,7 +500,7 @@ def failing_line_throughput(capacity: int, mu1: float, mu2: float, f: float, g: 
     b[-1] = 1.0
     pi = np.linalg.lstsq(a, b, rcond=None)[0]
     p_m2_busy = sum(pi[i] for (n, _), i in index.items() if n > 0)
-    return 3600.0 * mu2 * p_m2_busy
+    return float(3600.0 * mu2 * p_m2_busy)
 
 
 def test_failures_with_blocking_match_markov_chain() -> None:
