@@ -16,8 +16,9 @@ process, so ``S = p + sum of Poisson(p/mtbf) repairs``. The same semantics as th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -80,6 +81,7 @@ class SerialModel:
     n_values: int
     ring: int  # history length (> the largest capacity)
     fails: tuple[bool, ...]
+    max_failures: int = 8  # failures one processing may suffer (see _failure_cap)
 
 
 @jax.tree_util.register_dataclass
@@ -122,6 +124,9 @@ def build_serial(spec: LineSpec, *, max_capacity: int | None = None) -> tuple[Se
         n_values=n_values,
         ring=max([1, *caps, max_capacity or 0]) + 1,
         fails=tuple(s.failures is not None for s in st),
+        max_failures=_failure_cap(
+            [s.process_time.mean for s in st], [s.failures.mtbf if s.failures else math.inf for s in st]
+        ),
     )
     params = SerialParams(
         mean=f64([s.process_time.mean for s in st]),
@@ -169,14 +174,42 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
 
 
 def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array) -> jax.Array:
-    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode failures)."""
+    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode failures).
+
+    The number of failures is Poisson(proc/mtbf), drawn by inverting its CDF over at most
+    ``model.max_failures`` terms (the cap leaves a tail probability below 1e-12, see
+    :func:`_failure_cap`); each repair is an exponential with mean ``mttr``. Loop-free, so it
+    vectorizes where ``jax.random.poisson``/``gamma`` (rejection loops) crawl under ``vmap``.
+    """
     if not any(model.fails):
         return jnp.zeros_like(proc)
-    k_n, k_g = jax.random.split(key)
-    lam = jnp.where(jnp.isfinite(p.mtbf), proc / p.mtbf, 0.0)
-    n_fail = jax.random.poisson(k_n, jax.lax.stop_gradient(lam), proc.shape)
-    g = jax.random.gamma(k_g, jnp.maximum(n_fail, 1).astype(jnp.float64), proc.shape, dtype=jnp.float64)
-    return jnp.where(n_fail > 0, g * p.mttr, 0.0)
+    cols = [k for k, f in enumerate(model.fails) if f]
+    lam = proc[:, cols] / p.mtbf[jnp.asarray(cols)]
+    n_max = model.max_failures
+    u = jax.random.uniform(key, (n_max + 1, *lam.shape), dtype=jnp.float64)
+    pmf = jnp.exp(-lam)
+    cdf = pmf
+    total = jnp.zeros_like(lam)
+    for i in range(1, n_max + 1):
+        # the i-th repair happens when the count is at least i, i.e. u[0] > P(N <= i-1)
+        happens = u[0] > cdf
+        total = total + jnp.where(happens, -jnp.log1p(-u[i]), 0.0)
+        pmf = pmf * lam / i
+        cdf = cdf + pmf
+    down = jnp.zeros_like(proc)
+    return down.at[:, jnp.asarray(cols)].set(total * p.mttr[jnp.asarray(cols)])
+
+
+def _failure_cap(spec_means: list[float], mtbfs: list[float]) -> int:
+    """Failures per processing that the sampler allows: P(N > cap) < 1e-12 at a processing time
+    of 20 means (an exponential time exceeds that with probability 2e-9)."""
+    lam = max([20.0 * m / f for m, f in zip(spec_means, mtbfs, strict=True) if math.isfinite(f)] or [0.0])
+    n, pmf, cdf = 0, math.exp(-lam), math.exp(-lam)
+    while 1.0 - cdf > 1e-12 and n < 200:
+        n += 1
+        pmf *= lam / n
+        cdf += pmf
+    return max(1, n)
 
 
 @jax.tree_util.register_dataclass
@@ -217,6 +250,7 @@ def _part(model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, 
     n_st = len(model.kinds)
     lo, hi = p.warmup, p.horizon
     j = s.j
+    ring_pos = jnp.arange(model.ring)
     d_new, starts, comps = [], [], []
     avail = NEG
     for k in range(n_st):
@@ -224,7 +258,8 @@ def _part(model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, 
         c = start + serv[k]
         if k + 1 < n_st:
             b = p.capacity[k]
-            nxt_start = s.start_hist[k + 1, (j - b) % model.ring]
+            hot = ring_pos == (j - b) % model.ring  # one-hot read: no gather under vmap
+            nxt_start = jnp.max(jnp.where(hot, s.start_hist[k + 1], NEG))
             x = jnp.where(b == 0, s.d_prev[k + 1], jnp.where(j - b >= 0, nxt_start, NEG))
             d = jnp.maximum(c, x)
             avail = d + p.transit[k]
@@ -239,14 +274,13 @@ def _part(model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, 
     out, rel = dep_v[-1], start_v[0]
     in_win = (out > lo) & (out <= hi)
     lead = out - rel
-    bins = jnp.clip(jnp.searchsorted(_LT_EDGES, lead) - 1, 0, LT_BINS - 1)
     return SerialState(
         j=j + 1,
         d_prev=dep_v,
-        start_hist=s.start_hist.at[:, j % model.ring].set(start_v),
+        start_hist=jnp.where(ring_pos == j % model.ring, start_v[:, None], s.start_hist),
         delivered=s.delivered + in_win.astype(jnp.int32),
         lt_sum=s.lt_sum + jnp.where(in_win, lead, 0.0),
-        lt_hist=s.lt_hist.at[bins].add(in_win.astype(jnp.int32)),
+        lt_hist=s.lt_hist,  # updated once per chunk, from the scan's outputs
         wip_int=s.wip_int + _overlap(rel, out, lo, hi),
         busy=s.busy + run * (1.0 - frac_down),
         down=s.down + run * frac_down,
@@ -262,12 +296,16 @@ def _chunk(model: SerialModel, n: int, p: SerialParams, s: SerialState, key: jax
     serv = proc + _downtime(model, p, k_d, proc)
     down = serv - proc
 
-    def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, None]:
+    def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, jax.Array]:
+        # Parts beyond the horizon contribute nothing: every statistic is clipped to the window.
         new = _part(model, p, s, x[0], x[1])
-        done = s.d_prev[0] > p.horizon  # the next part starts after the horizon: all counted
-        return jax.tree.map(lambda a, b: jnp.where(done, a, b), s, new), None
+        out = new.last_out
+        counted = (out > p.warmup) & (out <= p.horizon)
+        return new, jnp.where(counted, out - new.start_hist[0, s.j % model.ring], jnp.nan)
 
-    return jax.lax.scan(body, s, (serv, down))[0]
+    s, leads = jax.lax.scan(body, s, (serv, down))
+    bins = jnp.clip(jnp.searchsorted(_LT_EDGES, leads) - 1, 0, LT_BINS - 1)
+    return replace(s, lt_hist=s.lt_hist.at[bins].add(jnp.isfinite(leads).astype(jnp.int32)))
 
 
 @partial(jax.jit, static_argnums=(0, 1))
