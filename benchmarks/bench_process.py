@@ -24,13 +24,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import simpy_line  # noqa: E402
-from physics.process import api, engine, serial  # noqa: E402
-from physics.process.model import build, with_horizon  # noqa: E402
-from scenes.lineparse import load_line  # noqa: E402
+from benchmarks import simpy_line
+from physics.process import api, engine, serial
+from physics.process.model import build, with_horizon
+from scenes.lineparse import load_line
 
 HERE = Path(__file__).resolve().parent
-LINES = {"general": HERE / "lines" / "ten_station.yaml", "serial": HERE / "lines" / "ten_serial.yaml"}
+LINES = {
+    "general": HERE / "lines" / "ten_station.yaml",
+    "serial": HERE / "lines" / "ten_serial.yaml",
+}
 
 
 def simpy_rate(path: Path, hours: float, reps: int) -> dict[str, float]:
@@ -57,7 +60,12 @@ def jax_general(path: Path, hours: float, v: int) -> dict[str, float]:
     jax.block_until_ready(s.now)
     wall = time.perf_counter() - t0
     comp = int(np.sum(np.asarray(s.completions)))
-    return {"completions": comp, "wall_s": wall, "compile_s": max(0.0, first - wall), "rate": comp / wall}
+    return {
+        "completions": comp,
+        "wall_s": wall,
+        "compile_s": max(0.0, first - wall),
+        "rate": comp / wall,
+    }
 
 
 def jax_serial(path: Path, hours: float, v: int) -> dict[str, float]:
@@ -75,11 +83,18 @@ def jax_serial(path: Path, hours: float, v: int) -> dict[str, float]:
     wall = time.perf_counter() - t0
     # Count completions inside the horizon, as SimPy does (the last chunk runs a little past it).
     comp = int(np.sum(np.asarray(s.produced)))
-    return {"completions": comp, "wall_s": wall, "compile_s": max(0.0, first - wall), "rate": comp / wall}
+    return {
+        "completions": comp,
+        "wall_s": wall,
+        "compile_s": max(0.0, first - wall),
+        "rate": comp / wall,
+    }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hours", type=float, default=8.0, help="simulated hours per variant")
     ap.add_argument("--variants", default="1,64,1024", help="comma-separated batch sizes")
     ap.add_argument("--simpy-reps", type=int, default=3, help="SimPy runs to average")

@@ -34,7 +34,9 @@ def test_deterministic_serial_line_is_exact(engine_name: str) -> None:
     assert r.kpis.delivered.tolist() == [expected, expected]
     k = r.kpis
     b = spec.station_index("b")
-    assert k.busy[0, b] == pytest.approx(1.0 - 30 / 36000, abs=1e-9)  # idle only until the first part
+    assert k.busy[0, b] == pytest.approx(
+        1.0 - 30 / 36000, abs=1e-9
+    )  # idle only until the first part
     assert k.busy[0, 0] == pytest.approx(30 / 45, abs=2e-3)
     assert r.summary()["bottleneck"] == "b"
     for i in range(3):
@@ -84,18 +86,18 @@ buffers:
     params = with_horizon(params, hours=300, warmup_hours=5)
     cases = [(m1, 10.0, b) for b in (0, 1, 5) for m1 in (8.0, 10.0, 14.0)]
     variants = [
-        params.replace(
-            pt_mean=jnp.asarray([m1, m2]), capacity=jnp.asarray([b], dtype=jnp.int32)
-        )
+        params.replace(pt_mean=jnp.asarray([m1, m2]), capacity=jnp.asarray([b], dtype=jnp.int32))
         for m1, m2, b in cases
     ]
     reps = 12
     k = api.evaluate(model, api.stack_params(variants), replications=reps, seed=7)
     for v, (m1, m2, b) in enumerate(cases):
         tp = k.throughput_per_hour[v * reps : (v + 1) * reps]
-        mean, (lo, hi) = api.mean_ci(tp)
+        _mean, (lo, hi) = api.mean_ci(tp)
         exact = buzacott(1 / m1, 1 / m2, b) * 3600
-        assert lo <= exact <= hi, f"B={b} means=({m1},{m2}): {exact:.2f} not in [{lo:.2f}, {hi:.2f}]"
+        assert lo <= exact <= hi, (
+            f"B={b} means=({m1},{m2}): {exact:.2f} not in [{lo:.2f}, {hi:.2f}]"
+        )
 
 
 def test_mm1_little_and_sojourn() -> None:
@@ -120,7 +122,7 @@ stations:
     # Little's law holds per replication (up to parts in the line at the window's edges).
     little = k.throughput_per_hour / 3600 * k.lead_time_mean
     assert np.allclose(little, k.wip, rtol=0.03)
-    tp, (lo, hi) = api.mean_ci(k.throughput_per_hour)
+    _tp, (lo, hi) = api.mean_ci(k.throughput_per_hour)
     assert lo <= lam * 3600 <= hi
 
 
@@ -132,9 +134,11 @@ stations:
   - {id: m, process_time: 30, failures: {mtbf: 1800, mttr: 200, mode: operation}}
 """
     )
-    r = api.simulate(spec, hours=300, warmup_hours=5, replications=12, seed=11, engine_name="general")
+    r = api.simulate(
+        spec, hours=300, warmup_hours=5, replications=12, seed=11, engine_name="general"
+    )
     a = 1800 / (1800 + 200)
-    m, (lo, hi) = api.mean_ci(r.kpis.throughput_per_hour)
+    _m, (lo, hi) = api.mean_ci(r.kpis.throughput_per_hour)
     assert lo <= 3600 / 30 * a <= hi
     assert np.mean(r.kpis.down[:, 0]) == pytest.approx(1 - a, abs=0.01)
 
@@ -173,7 +177,9 @@ def test_changing_params_does_not_recompile() -> None:
 
 
 def test_same_seed_same_result_and_crn() -> None:
-    spec = parse_line(DET.replace("process_time: 45", "process_time: {dist: exponential, mean: 45}"))
+    spec = parse_line(
+        DET.replace("process_time: 45", "process_time: {dist: exponential, mean: 45}")
+    )
     a = api.simulate(spec, hours=5, replications=3, seed=5, engine_name="general")
     b = api.simulate(spec, hours=5, replications=3, seed=5, engine_name="general")
     assert a.kpis.delivered.tolist() == b.kpis.delivered.tolist()

@@ -39,7 +39,9 @@ def lines(draw: st.DrawFn) -> str:
         parts = [f"id: {sid}", f"process_time: {dist}"]
         if draw(st.booleans()):
             mode = draw(st.sampled_from(["operation", "time"]))
-            parts.append(f"failures: {{mtbf: {draw(st.sampled_from([600, 1500]))}, mttr: 120, mode: {mode}}}")
+            parts.append(
+                f"failures: {{mtbf: {draw(st.sampled_from([600, 1500]))}, mttr: 120, mode: {mode}}}"
+            )
         if draw(st.integers(0, 3)) == 0:
             parts.append("servers: 2")
         if draw(st.integers(0, 3)) == 0:
@@ -53,8 +55,7 @@ def lines(draw: st.DrawFn) -> str:
         if i == split_at:
             policy = draw(st.sampled_from(["round_robin", "shortest_queue", "probability"]))
             extra = (
-                ", routing: {policy: probability, weights: {"
-                + f"q{i}a: 0.7, q{i}b: 0.3" + "}}"
+                ", routing: {policy: probability, weights: {" + f"q{i}a: 0.7, q{i}b: 0.3" + "}}"
                 if policy == "probability"
                 else f", routing: {policy}"
             )
@@ -95,7 +96,9 @@ def _close(a: np.ndarray, b: np.ndarray, rel: float) -> tuple[bool, str]:
 def test_random_lines_agree_with_simpy(text: str) -> None:
     spec = parse_line(text)
     hours, warm, reps = 60.0, 2.0, 10
-    jax_k = api.simulate(spec, hours=hours, warmup_hours=warm, replications=reps, seed=1, engine_name="general").kpis
+    jax_k = api.simulate(
+        spec, hours=hours, warmup_hours=warm, replications=reps, seed=1, engine_name="general"
+    ).kpis
     ref = simpy_line.replicate(spec, hours=hours, warmup_hours=warm, replications=reps, seed=1)
     ref_tp = np.array([r["throughput_per_hour"] for r in ref])
     ok, msg = _close(jax_k.throughput_per_hour, ref_tp, 0.01)
@@ -116,9 +119,13 @@ def test_ten_station_benchmark_line_agrees_with_simpy() -> None:
 
     spec = load_line("benchmarks/lines/ten_station.yaml")
     hours, warm, reps = 40.0, 2.0, 8
-    jax_k = api.simulate(spec, hours=hours, warmup_hours=warm, replications=reps, seed=2, engine_name="general").kpis
+    jax_k = api.simulate(
+        spec, hours=hours, warmup_hours=warm, replications=reps, seed=2, engine_name="general"
+    ).kpis
     ref = simpy_line.replicate(spec, hours=hours, warmup_hours=warm, replications=reps, seed=2)
-    ok, msg = _close(jax_k.throughput_per_hour, np.array([r["throughput_per_hour"] for r in ref]), 0.01)
+    ok, msg = _close(
+        jax_k.throughput_per_hour, np.array([r["throughput_per_hour"] for r in ref]), 0.01
+    )
     assert ok, msg
     ok, msg = _close(jax_k.lead_time_mean, np.array([r["lead_time_mean"] for r in ref]), 0.02)
     assert ok, msg

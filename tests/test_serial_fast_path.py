@@ -94,14 +94,41 @@ def test_gradient_matches_finite_differences() -> None:
 
 def test_cli_json_is_one_object() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours",
-         "20", "--warmup-hours", "1", "--replications", "4", "--seed", "1", "--json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "twin",
+            "simulate",
+            "benchmarks/lines/ten_serial.yaml",
+            "--hours",
+            "20",
+            "--warmup-hours",
+            "1",
+            "--replications",
+            "4",
+            "--seed",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     doc = json.loads(out.stdout)
     assert out.stdout.strip().count("\n") == 0
-    for key in ("line", "hours", "warmup_hours", "replications", "seed", "throughput_per_hour",
-                "wip", "lead_time_s", "oee", "bottleneck", "stations"):
+    for key in (
+        "line",
+        "hours",
+        "warmup_hours",
+        "replications",
+        "seed",
+        "throughput_per_hour",
+        "wip",
+        "lead_time_s",
+        "oee",
+        "bottleneck",
+        "stations",
+    ):
         assert key in doc
     assert doc["line"] == "ten-serial" and doc["replications"] == 4 and doc["seed"] == 1
     lo, hi = doc["throughput_per_hour"]["ci95"]
@@ -115,14 +142,35 @@ def test_cli_json_is_one_object() -> None:
 
 def test_cli_table_and_bad_input(tmp_path: object) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours", "5",
-         "--replications", "2"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "twin",
+            "simulate",
+            "benchmarks/lines/ten_serial.yaml",
+            "--hours",
+            "5",
+            "--replications",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "throughput" in out.stdout and "bottleneck" in out.stdout and "s10" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "twin", "simulate", "benchmarks/lines/ten_serial.yaml", "--hours", "1",
-         "--warmup-hours", "2"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "twin",
+            "simulate",
+            "benchmarks/lines/ten_serial.yaml",
+            "--hours",
+            "1",
+            "--warmup-hours",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1 and "warmup_hours" in bad.stderr and "Traceback" not in bad.stderr

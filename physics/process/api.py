@@ -24,9 +24,36 @@ from scenes.spec import LineSpec
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
 _T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
 )
 
 
@@ -52,15 +79,19 @@ def mean_ci(x: np.ndarray) -> tuple[float, tuple[float, float]]:
 
 def batch_params(params: Params, n: int) -> Params:
     """``params`` repeated along a new leading axis of size ``n``."""
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), params)
+    out: Params = jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), params)
+    return out
 
 
 def stack_params(variants: list[Params]) -> Params:
     """Stack single-variant parameters into one batch (leading axis)."""
-    return jax.tree.map(lambda *a: jnp.stack(a), *variants)
+    out: Params = jax.tree.map(lambda *a: jnp.stack(a), *variants)
+    return out
 
 
-def replication_keys(seed: int, n_variants: int, replications: int, *, crn: bool = True) -> jax.Array:
+def replication_keys(
+    seed: int, n_variants: int, replications: int, *, crn: bool = True
+) -> jax.Array:
     """PRNG keys, variant-major: lane ``v * R + r``. With ``crn`` every variant shares stream r."""
     base = jax.random.PRNGKey(seed)
     rep = jnp.arange(replications)
@@ -69,7 +100,9 @@ def replication_keys(seed: int, n_variants: int, replications: int, *, crn: bool
         return jnp.tile(keys, (n_variants, 1))
     var = jnp.repeat(jnp.arange(n_variants), replications)
     reps = jnp.tile(rep, n_variants)
-    return jax.vmap(lambda v, r: jax.random.fold_in(jax.random.fold_in(base, 1_000_003 + v), r))(var, reps)
+    return jax.vmap(lambda v, r: jax.random.fold_in(jax.random.fold_in(base, 1_000_003 + v), r))(
+        var, reps
+    )
 
 
 def evaluate(
@@ -153,8 +186,8 @@ class SimulationResult:
                 "blocked": float(np.mean(k.blocked[:, i])),
                 "starved": float(np.mean(k.starved[:, i])),
                 "down": float(np.mean(k.down[:, i])),
-                "produced": int(round(float(np.mean(k.produced[:, i])))),
-                "scrapped": int(round(float(np.mean(k.scrapped[:, i])))),
+                "produced": round(float(np.mean(k.produced[:, i]))),
+                "scrapped": round(float(np.mean(k.scrapped[:, i]))),
                 "oee": float(np.mean(k.oee[:, i])),
             }
         wip_mean, wip_ci = mean_ci(k.wip)
@@ -214,7 +247,11 @@ def simulate(
         raise SimulationError(f"unknown engine '{engine_name}' (auto, general, serial)")
     if use_serial:
         kpis = serial.simulate_kpis(
-            spec, hours=hours, warmup_hours=warmup_hours, replications=replications, seed=seed,
+            spec,
+            hours=hours,
+            warmup_hours=warmup_hours,
+            replications=replications,
+            seed=seed,
             progress=progress,
         )
     else:
@@ -224,6 +261,11 @@ def simulate(
             model, batch_params(params, 1), replications=replications, seed=seed, progress=progress
         )
     return SimulationResult(
-        spec=spec, hours=hours, warmup_hours=warmup_hours, replications=replications, seed=seed,
-        engine="serial" if use_serial else "general", kpis=kpis,
+        spec=spec,
+        hours=hours,
+        warmup_hours=warmup_hours,
+        replications=replications,
+        seed=seed,
+        engine="serial" if use_serial else "general",
+        kpis=kpis,
     )

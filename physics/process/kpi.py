@@ -89,7 +89,10 @@ def percentile_from_hist(hist: NDArray[np.int64], q: float) -> F:
 
 def compute(model: Model, state: Any, params: Any) -> RunKPIs:
     """KPIs of a batched final state (arrays with a leading batch axis)."""
-    get = lambda a: np.asarray(a)  # noqa: E731 - one host transfer per field
+
+    def get(a: Any) -> NDArray[Any]:
+        return np.asarray(a)  # one host transfer per field
+
     horizon, warmup = get(params.horizon), get(params.warmup)
     v = get(state.now).shape[0]
     window = np.broadcast_to(horizon - warmup, (v,)).astype(np.float64)
@@ -98,7 +101,8 @@ def compute(model: Model, state: Any, params: Any) -> RunKPIs:
     acc = get(state.acc)  # (V, N, 4)
     ss = np.asarray(model.slot_station)
     per = np.zeros((v, model.n_stations, 4))
-    np.add.at(per, (slice(None), ss), acc)
+    for slot, station in enumerate(ss):
+        per[:, station] += acc[:, slot]
     denom = servers * window[:, None]
     frac = per / denom[:, :, None]
     produced = get(state.produced).astype(np.int64)

@@ -19,7 +19,7 @@ import numpy as np
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec, RoutingPolicy
 
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
 #: Server states.
 IDLE, BUSY, BLOCKED, DOWN = 0, 1, 2, 3
@@ -85,9 +85,27 @@ class Model:
 @partial(
     jax.tree_util.register_dataclass,
     data_fields=[
-        "pt_mean", "pt_cv", "pt_low", "pt_high", "pt_values", "pt_nvalues", "servers", "scrap",
-        "mtbf", "mttr", "capacity", "transit", "weights", "ia_mean", "ia_cv", "ia_low",
-        "ia_high", "ia_values", "ia_nvalues", "warmup", "horizon",
+        "pt_mean",
+        "pt_cv",
+        "pt_low",
+        "pt_high",
+        "pt_values",
+        "pt_nvalues",
+        "servers",
+        "scrap",
+        "mtbf",
+        "mttr",
+        "capacity",
+        "transit",
+        "weights",
+        "ia_mean",
+        "ia_cv",
+        "ia_low",
+        "ia_high",
+        "ia_values",
+        "ia_nvalues",
+        "warmup",
+        "horizon",
     ],
     meta_fields=[],
 )

@@ -20,10 +20,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import NDArray
 
 from physics.process import kpi
 from physics.process.model import LT_BINS, LT_EDGES
@@ -103,7 +105,9 @@ class SerialParams:
     horizon: jax.Array
 
 
-def build_serial(spec: LineSpec, *, max_capacity: int | None = None) -> tuple[SerialModel, SerialParams]:
+def build_serial(
+    spec: LineSpec, *, max_capacity: int | None = None
+) -> tuple[SerialModel, SerialParams]:
     reason = inapplicable(spec)
     if reason is not None:
         raise SimulationError(f"the serial fast path does not apply: {reason}")
@@ -125,7 +129,8 @@ def build_serial(spec: LineSpec, *, max_capacity: int | None = None) -> tuple[Se
         ring=max([1, *caps, max_capacity or 0]) + 1,
         fails=tuple(s.failures is not None for s in st),
         max_failures=_failure_cap(
-            [s.process_time.mean for s in st], [s.failures.mtbf if s.failures else math.inf for s in st]
+            [s.process_time.mean for s in st],
+            [s.failures.mtbf if s.failures else math.inf for s in st],
         ),
     )
     params = SerialParams(
@@ -149,7 +154,9 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
     """(n, K) processing times divided by their means: the random part, independent of the means
     for scale families, so that gradients with respect to the means are pathwise."""
     k_u, k_g = jax.random.split(key)
-    u = jnp.clip(jax.random.uniform(k_u, (n, len(model.kinds)), dtype=jnp.float64), 1e-12, 1 - 1e-12)
+    u = jnp.clip(
+        jax.random.uniform(k_u, (n, len(model.kinds)), dtype=jnp.float64), 1e-12, 1 - 1e-12
+    )
     cols = []
     for k, kind in enumerate(model.kinds):
         uk = u[:, k]
@@ -203,7 +210,9 @@ def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Arr
 def _failure_cap(spec_means: list[float], mtbfs: list[float]) -> int:
     """Failures per processing that the sampler allows: P(N > cap) < 1e-12 at a processing time
     of 20 means (an exponential time exceeds that with probability 2e-9)."""
-    lam = max([20.0 * m / f for m, f in zip(spec_means, mtbfs, strict=True) if math.isfinite(f)] or [0.0])
+    lam = max(
+        [20.0 * m / f for m, f in zip(spec_means, mtbfs, strict=True) if math.isfinite(f)] or [0.0]
+    )
     n, pmf, cdf = 0, math.exp(-lam), math.exp(-lam)
     while 1.0 - cdf > 1e-12 and n < 200:
         n += 1
@@ -234,10 +243,18 @@ def _init_state(model: SerialModel) -> SerialState:
     k = len(model.kinds)
     f = jnp.float64
     return SerialState(
-        j=jnp.asarray(0, jnp.int32), d_prev=jnp.zeros((k,), f), start_hist=jnp.full((k, model.ring), NEG, f),
-        delivered=jnp.asarray(0, jnp.int32), lt_sum=jnp.asarray(0.0, f), lt_hist=jnp.zeros((LT_BINS,), jnp.int32),
-        wip_int=jnp.asarray(0.0, f), busy=jnp.zeros((k,), f), down=jnp.zeros((k,), f), blocked=jnp.zeros((k,), f),
-        produced=jnp.zeros((k,), jnp.int32), last_out=jnp.asarray(0.0, f),
+        j=jnp.asarray(0, jnp.int32),
+        d_prev=jnp.zeros((k,), f),
+        start_hist=jnp.full((k, model.ring), NEG, f),
+        delivered=jnp.asarray(0, jnp.int32),
+        lt_sum=jnp.asarray(0.0, f),
+        lt_hist=jnp.zeros((LT_BINS,), jnp.int32),
+        wip_int=jnp.asarray(0.0, f),
+        busy=jnp.zeros((k,), f),
+        down=jnp.zeros((k,), f),
+        blocked=jnp.zeros((k,), f),
+        produced=jnp.zeros((k,), jnp.int32),
+        last_out=jnp.asarray(0.0, f),
     )
 
 
@@ -245,14 +262,16 @@ def _overlap(a: jax.Array, b: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Ar
     return jnp.maximum(0.0, jnp.minimum(b, hi) - jnp.maximum(a, lo))
 
 
-def _part(model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, down: jax.Array) -> SerialState:
+def _part(
+    model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, down: jax.Array
+) -> SerialState:
     """Push one part through the line: ``serv`` (K,) service times including ``down`` (K,)."""
     n_st = len(model.kinds)
     lo, hi = p.warmup, p.horizon
     j = s.j
     ring_pos = jnp.arange(model.ring)
     d_new, starts, comps = [], [], []
-    avail = NEG
+    avail: jax.Array = jnp.asarray(NEG)
     for k in range(n_st):
         start = s.d_prev[k] if k == 0 else jnp.maximum(avail, s.d_prev[k])
         c = start + serv[k]
@@ -290,7 +309,9 @@ def _part(model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, 
     )
 
 
-def _chunk(model: SerialModel, n: int, p: SerialParams, s: SerialState, key: jax.Array) -> SerialState:
+def _chunk(
+    model: SerialModel, n: int, p: SerialParams, s: SerialState, key: jax.Array
+) -> SerialState:
     k_s, k_d = jax.random.split(jax.random.fold_in(key, s.j))
     proc = _unit_samples(model, p, k_s, n) * p.mean
     serv = proc + _downtime(model, p, k_d, proc)
@@ -309,8 +330,11 @@ def _chunk(model: SerialModel, n: int, p: SerialParams, s: SerialState, key: jax
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _chunk_batch(model: SerialModel, n: int, p: SerialParams, s: SerialState, keys: jax.Array) -> SerialState:
-    return jax.vmap(partial(_chunk, model, n))(p, s, keys)
+def _chunk_batch(
+    model: SerialModel, n: int, p: SerialParams, s: SerialState, keys: jax.Array
+) -> SerialState:
+    out: SerialState = jax.vmap(partial(_chunk, model, n))(p, s, keys)
+    return out
 
 
 def run(
@@ -323,7 +347,7 @@ def run(
 ) -> SerialState:
     """Run a batch (leading axis on params and keys) until every lane has passed its horizon."""
     v = keys.shape[0]
-    s = jax.vmap(lambda _: _init_state(model))(jnp.arange(v))
+    s: SerialState = jax.vmap(lambda _: _init_state(model))(jnp.arange(v))
     horizon = np.asarray(params.horizon)
     while True:
         s = _chunk_batch(model, chunk, params, s, keys)
@@ -336,7 +360,10 @@ def run(
 
 def kpis_of(model: SerialModel, p: SerialParams, s: SerialState, spec: LineSpec) -> kpi.RunKPIs:
     """The same KPIs as the general engine, mapped back to the file's station order."""
-    g = lambda a: np.asarray(a)  # noqa: E731
+
+    def g(a: Any) -> NDArray[Any]:
+        return np.asarray(a)
+
     order = serial_order(spec)
     assert order is not None
     inv = np.argsort(order)  # file index -> line position
@@ -364,9 +391,16 @@ def kpis_of(model: SerialModel, p: SerialParams, s: SerialState, spec: LineSpec)
         lead_time_mean=lt_mean,
         lead_time_p95=kpi.percentile_from_hist(g(s.lt_hist), 0.95),
         delivered=delivered,
-        busy=busy, blocked=blocked, starved=starved, down=down,
-        produced=produced, scrapped=scrapped,
-        oee=avail * perf, availability=avail, performance=perf, quality=np.ones_like(busy),
+        busy=busy,
+        blocked=blocked,
+        starved=starved,
+        down=down,
+        produced=produced,
+        scrapped=scrapped,
+        oee=avail * perf,
+        availability=avail,
+        performance=perf,
+        quality=np.ones_like(busy),
         bottleneck=np.argmax(busy + down - 1e-12 * np.arange(n_st), axis=1).astype(np.int64),
         completions=g(s.j).astype(np.int64) * n_st,
         events=g(s.j).astype(np.int64) * n_st,
@@ -399,12 +433,20 @@ def _with_horizon(p: SerialParams, hours: float, warmup_hours: float) -> SerialP
         raise SimulationError(f"need 0 <= warmup_hours < hours, got {hours}, {warmup_hours}")
     from dataclasses import replace
 
-    return replace(p, horizon=jnp.asarray(hours * 3600.0), warmup=jnp.asarray(warmup_hours * 3600.0))
+    return replace(
+        p, horizon=jnp.asarray(hours * 3600.0), warmup=jnp.asarray(warmup_hours * 3600.0)
+    )
 
 
 # -- gradients ------------------------------------------------------------------------------------
 def throughput_of_means(
-    model: SerialModel, p: SerialParams, means: jax.Array, key: jax.Array, *, parts: int, warmup_parts: int
+    model: SerialModel,
+    p: SerialParams,
+    means: jax.Array,
+    key: jax.Array,
+    *,
+    parts: int,
+    warmup_parts: int,
 ) -> jax.Array:
     """Parts per hour over a fixed number of parts, as a differentiable function of the means.
 
@@ -436,6 +478,12 @@ def throughput_gradient(
     time (parts/hour per second), by IPA through the (max,+) recursion."""
     model, p = build_serial(spec)
     key = jax.random.PRNGKey(seed)
-    f = jax.jit(jax.value_and_grad(partial(throughput_of_means, model, p, parts=parts, warmup_parts=warmup_parts)))
+    f = jax.jit(
+        jax.value_and_grad(
+            partial(throughput_of_means, model, p, parts=parts, warmup_parts=warmup_parts)
+        )
+    )
     val, grad = f(p.mean, key)
-    return float(val), {sid: float(g) for sid, g in zip(model.station_ids, np.asarray(grad), strict=True)}
+    return float(val), {
+        sid: float(g) for sid, g in zip(model.station_ids, np.asarray(grad), strict=True)
+    }
