@@ -32,7 +32,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         n_conv = sum(1 for b in spec.buffers if b.conveyor is not None)
         print(
             f"{f}: ok: line '{spec.name}', {len(spec.stations)} stations, "
-            f"{len(spec.buffers)} buffers ({n_conv} conveyors), {len(spec.sources)} timed sources"
+            f"{len(spec.buffers)} buffer(s) ({n_conv} conveyors), {len(spec.sources)} timed sources"
         )
     return status
 
