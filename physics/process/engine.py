@@ -11,8 +11,8 @@ host loop in :func:`run` advances all variants chunk by chunk until each reaches
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -76,10 +76,6 @@ class State:
     lost: jax.Array  # () arrivals dropped because a source queue was full
 
 
-def _dc_replace(s: State, **kw: Any) -> State:
-    return replace(s, **kw)
-
-
 # -- sampling -------------------------------------------------------------------------------------
 def _sample(
     kind: DistKind,
@@ -120,8 +116,15 @@ def _process_times(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax
         sl = slice(model.offsets[i], model.offsets[i] + model.max_servers[i])
         parts.append(
             _sample(
-                kind, u[sl], jax.random.fold_in(key, i), p.pt_mean[i], p.pt_cv[i],
-                p.pt_low[i], p.pt_high[i], p.pt_values[i], p.pt_nvalues[i],
+                kind,
+                u[sl],
+                jax.random.fold_in(key, i),
+                p.pt_mean[i],
+                p.pt_cv[i],
+                p.pt_low[i],
+                p.pt_high[i],
+                p.pt_values[i],
+                p.pt_nvalues[i],
             )
         )
     return jnp.concatenate(parts) if parts else jnp.zeros((0,))
@@ -130,381 +133,883 @@ def _process_times(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax
 def _interarrivals(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax.Array:
     out = [
         _sample(
-            kind, u[q : q + 1], jax.random.fold_in(key, 1000 + q), p.ia_mean[q], p.ia_cv[q],
-            p.ia_low[q], p.ia_high[q], p.ia_values[q], p.ia_nvalues[q],
+            kind,
+            u[q : q + 1],
+            jax.random.fold_in(key, 1000 + q),
+            p.ia_mean[q],
+            p.ia_cv[q],
+            p.ia_low[q],
+            p.ia_high[q],
+            p.ia_values[q],
+            p.ia_nvalues[q],
         )
         for q, kind in enumerate(model.source_kinds)
     ]
     return jnp.concatenate(out) if out else jnp.zeros((0,))
 
 
-# -- static per-slot tables -----------------------------------------------------------------------
+# -- static tables --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Tables:
-    slot_station: np.ndarray
-    local: np.ndarray
-    op_mode: np.ndarray  # slot's station fails in operation mode
-    time_mode: np.ndarray
+    """Static per-slot, per-buffer and per-event tables of a model (computed once per model)."""
+
+    slot_station: tuple[int, ...]
+    local: tuple[int, ...]  # server index within its station
+    fails: tuple[bool, ...]  # slot's station has failures
+    op_mode: tuple[bool, ...]  # ... in operation mode
+    time_mode: tuple[bool, ...]  # ... in time mode
+    any_op: bool
+    sink_slots: tuple[int, ...]  # slots of stations without outgoing buffers
+    keeps_dest: tuple[bool, ...]  # slot keeps a drawn destination (probability, > 1 output)
+    keeps_rr: tuple[bool, ...]  # station keeps a round-robin pointer (> 1 output)
+    # positions in the event-candidate vector (None: that event never happens)
+    pos_c: tuple[int, ...]
+    pos_f: tuple[int | None, ...]
+    pos_r: tuple[int | None, ...]
+    pos_a: tuple[int, ...]
+    pos_v: tuple[int | None, ...]  # conveyor heads (queueing buffers with a transit time)
 
 
+@lru_cache(maxsize=64)
 def _tables(model: Model) -> _Tables:
-    ss = np.asarray(model.slot_station, dtype=np.int32)
-    local = np.asarray([n - model.offsets[ss[n]] for n in range(model.n_slots)], dtype=np.int32)
-    op = np.asarray([model.failure_mode[i] == FailureMode.OPERATION for i in ss], dtype=bool)
-    tm = np.asarray([model.failure_mode[i] == FailureMode.TIME for i in ss], dtype=bool)
-    return _Tables(slot_station=ss, local=local, op_mode=op, time_mode=tm)
+    n = model.n_slots
+    ss = model.slot_station
+    local = tuple(k - model.offsets[ss[k]] for k in range(n))
+    fails = tuple(model.failure_mode[i] is not None for i in ss)
+    op = tuple(model.failure_mode[i] == FailureMode.OPERATION for i in ss)
+    tm = tuple(model.failure_mode[i] == FailureMode.TIME for i in ss)
+    sink = tuple(k for k in range(n) if not model.outs[ss[k]])
+    multi = tuple(len(o) > 1 for o in model.outs)
+    dest = tuple(multi[i] and model.routing[i] == RoutingPolicy.PROBABILITY for i in ss)
+    rr = tuple(
+        multi[i] and model.routing[i] == RoutingPolicy.ROUND_ROBIN for i in range(model.n_stations)
+    )
+    # Candidates in the order completions, failures, repairs, arrivals, conveyor heads (as in the
+    # contract); events that can never happen (their time is always inf) are left out.
+    pos = 0
+    pos_c = tuple(range(n))
+    pos += n
+    pos_f: list[int | None] = []
+    for k in range(n):
+        pos_f.append(pos if fails[k] else None)
+        pos += fails[k]
+    pos_r: list[int | None] = []
+    for k in range(n):
+        pos_r.append(pos if fails[k] else None)
+        pos += fails[k]
+    pos_a = tuple(range(pos, pos + model.n_sources))
+    pos += model.n_sources
+    pos_v: list[int | None] = []
+    for e in range(model.n_buffers):
+        conv = model.may_queue[e] and model.has_transit[e]
+        pos_v.append(pos if conv else None)
+        pos += conv
+    return _Tables(
+        slot_station=ss,
+        local=local,
+        fails=fails,
+        op_mode=op,
+        time_mode=tm,
+        any_op=any(op),
+        sink_slots=sink,
+        keeps_dest=dest,
+        keeps_rr=rr,
+        pos_c=pos_c,
+        pos_f=tuple(pos_f),
+        pos_r=tuple(pos_r),
+        pos_a=pos_a,
+        pos_v=tuple(pos_v),
+    )
 
 
-def _active(model: Model, p: Params) -> jax.Array:
-    t = _tables(model)
-    return jnp.asarray(t.local) < p.servers[jnp.asarray(t.slot_station)]
+def _active(model: Model, p: Params) -> tuple[jax.Array, ...]:
+    tb = _tables(model)
+    return tuple(
+        jnp.asarray(tb.local[k]) < p.servers[tb.slot_station[k]] for k in range(model.n_slots)
+    )
+
+
+# -- the lane state used inside the engine --------------------------------------------------------
+Opt = jax.Array | None
+Tup = tuple[jax.Array, ...]
+OptTup = tuple[Opt, ...]
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Lane:
+    """:class:`State` as the step sees it: per-slot and per-buffer fields are tuples of scalars
+    (so that, vmapped, every update is an elementwise select on a (V,) vector and no scatter or
+    gather is needed), buffers are FIFO shift registers with the oldest part at index 0, and
+    fields that never change for a slot (failure clocks of stations without failures...) are
+    ``None``. The lead-time histogram is kept outside (see :func:`_chunk_batch`)."""
+
+    now: jax.Array
+    key: jax.Array
+    n_events: jax.Array
+    wip: jax.Array
+    wip_int: jax.Array
+    delivered: jax.Array
+    lt_sum: jax.Array
+    completions: jax.Array
+    lost: jax.Array
+    st: Tup
+    t_end: Tup
+    rel: Tup
+    prev: OptTup
+    t_fail: OptTup
+    t_rep: OptTup
+    rem: OptTup
+    ttf: OptTup
+    dest: OptTup
+    ring_t: tuple[Ring | None, ...]  # per queueing buffer, oldest first
+    ring_r: tuple[Ring | None, ...]
+    count: OptTup
+    q_t: Tup  # (QS,) per timed source (a ring from q_head)
+    q_head: Tup
+    q_count: Tup
+    next_arr: Tup
+    rr: OptTup
+    acc: jax.Array  # (N, 4)
+    produced: jax.Array  # (S,)
+    scrapped: jax.Array  # (S,)
+
+
+_I32 = jnp.int32
+_F64 = jnp.float64
+
+
+#: Rings up to this size are kept as tuples of scalars, larger ones as arrays.
+_SCALAR_RING = 16
+
+Ring = Tup | jax.Array
+
+
+def _ring_new(size: int) -> Ring:
+    if size <= _SCALAR_RING:
+        return (jnp.asarray(0.0, _F64),) * size
+    return jnp.zeros((size,), _F64)
+
+
+def _ring_push(ring: Ring, count: jax.Array, go: jax.Array, value: jax.Array) -> Ring:
+    """``ring`` (a FIFO holding ``count`` parts, oldest first) with ``value`` appended where ``go``."""
+    if isinstance(ring, tuple):
+        return tuple(jnp.where(go & (count == r), value, x) for r, x in enumerate(ring))
+    return jnp.where(go & (jnp.arange(ring.shape[0], dtype=_I32) == count), value, ring)
+
+
+def _ring_pop(ring: Ring, go: jax.Array) -> Ring:
+    """The FIFO ``ring`` without its oldest part where ``go``."""
+    if isinstance(ring, tuple):
+        return (*(jnp.where(go, ring[r + 1], ring[r]) for r in range(len(ring) - 1)), ring[-1])
+    return jnp.where(go, jnp.concatenate([ring[1:], ring[-1:]]), ring)
+
+
+def _ring_array(ring: Ring) -> jax.Array:
+    return jnp.stack(ring) if isinstance(ring, tuple) else ring
+
+
+def _pick(values: list[jax.Array], c: jax.Array) -> jax.Array:
+    return values[0] if len(values) == 1 else jnp.stack(values)[c]
 
 
 # -- the transfer phase ---------------------------------------------------------------------------
+_XFER_FIELDS = (
+    "st",
+    "t_end",
+    "rel",
+    "t_fail",
+    "ring_t",
+    "ring_r",
+    "count",
+    "q_head",
+    "q_count",
+    "rr",
+    "wip",
+)
+
+
 class _Xfer:
-    """Mutable working copy of the state during one transfer phase (traced, so still pure)."""
+    """Mutable working copy of the fields a transfer phase changes (traced, so still pure)."""
 
-    def __init__(self, model: Model, p: Params, s: State, t: jax.Array, pt: jax.Array):
-        self.m, self.p, self.t, self.pt = model, p, t, pt
-        self.f: dict[str, jax.Array] = {f.name: getattr(s, f.name) for f in fields(State)}
-        self.active = _active(model, p)
-        self.in_window = t > p.warmup
+    def __init__(
+        self,
+        model: Model,
+        p: Params,
+        lane: _Lane,
+        x: dict[str, Any],
+        t: jax.Array,
+        pt: jax.Array,
+        active: tuple[jax.Array, ...],
+    ):
+        self.m, self.tb, self.p, self.t, self.pt, self.active = (
+            model,
+            _tables(model),
+            p,
+            t,
+            pt,
+            active,
+        )
+        self.lane = lane  # read-only fields (ttf, dest, q_t)
+        self.st: list[jax.Array] = list(x["st"])
+        self.t_end: list[jax.Array] = list(x["t_end"])
+        self.rel: list[jax.Array] = list(x["rel"])
+        self.t_fail: list[Opt] = list(x["t_fail"])
+        self.ring_t: list[Ring | None] = list(x["ring_t"])
+        self.ring_r: list[Ring | None] = list(x["ring_r"])
+        self.count: list[Opt] = list(x["count"])
+        self.q_head: list[jax.Array] = list(x["q_head"])
+        self.q_count: list[jax.Array] = list(x["q_count"])
+        self.rr: list[Opt] = list(x["rr"])
+        self.wip: jax.Array = x["wip"]
 
-    def state(self) -> State:
-        return State(**self.f)
+    def carry(self) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in vars_of(self).items()}
 
-    def slot_vec(self, name: str, i: int) -> jax.Array:
-        return self.f[name][self.m.offsets[i] : self.m.offsets[i] + self.m.max_servers[i]]
+    def idle(self, n: int) -> jax.Array:
+        return (self.st[n] == IDLE) & self.active[n]
 
-    def idle_mask(self, j: int) -> jax.Array:
-        sl = slice(self.m.offsets[j], self.m.offsets[j] + self.m.max_servers[j])
-        return (self.f["st"][sl] == IDLE) & self.active[sl]
+    def idle_any(self, j: int) -> jax.Array:
+        return _any([self.idle(n) for n in self.m.slots(j)])
 
-    def start(self, n: jax.Array | int, go: jax.Array, rel: jax.Array) -> None:
+    def cnt(self, e: int) -> jax.Array:
+        c = self.count[e]
+        return jnp.asarray(0, _I32) if c is None else c
+
+    def head_ready(self, e: int) -> jax.Array:
+        ring = self.ring_t[e]
+        assert ring is not None
+        return ring[0] + self.p.transit[e]
+
+    def start(self, n: int, go: jax.Array, rel: jax.Array) -> None:
         """Server slot ``n`` starts a part released at ``rel`` where ``go``."""
-        f, t = self.f, self.t
-        f["st"] = f["st"].at[n].set(jnp.where(go, BUSY, f["st"][n]))
-        f["t_end"] = f["t_end"].at[n].set(jnp.where(go, t + self.pt[n], f["t_end"][n]))
-        f["rel"] = f["rel"].at[n].set(jnp.where(go, rel, f["rel"][n]))
-        if any(mode == FailureMode.OPERATION for mode in self.m.failure_mode):
-            op = jnp.asarray(_tables(self.m).op_mode)[n]
-            f["t_fail"] = f["t_fail"].at[n].set(
-                jnp.where(go & op, t + f["ttf"][n], f["t_fail"][n])
-            )
+        t = self.t
+        self.st[n] = jnp.where(go, BUSY, self.st[n])
+        self.t_end[n] = jnp.where(go, t + self.pt[n], self.t_end[n])
+        self.rel[n] = jnp.where(go, rel, self.rel[n])
+        if self.tb.any_op and self.tb.op_mode[n]:
+            ttf, tf = self.lane.ttf[n], self.t_fail[n]
+            assert ttf is not None and tf is not None
+            self.t_fail[n] = jnp.where(go, t + ttf, tf)
+
+    def room(self, e: int) -> jax.Array:
+        m, cap = self.m, self.p.capacity[e]
+        room = jnp.asarray(False)
+        if m.may_queue[e]:
+            room = room | ((cap > 0) & (self.cnt(e) < cap))
+        if m.may_handoff[e]:
+            room = room | ((cap == 0) & self.idle_any(m.buf_dst[e]))
+        return room
+
+    def deliver(self, i: int, in_window: jax.Array, totals: dict[str, jax.Array]) -> jax.Array:
+        """Sink station ``i`` delivers its finished parts; returns their lead times (nan: none)."""
+        t, sl = self.t, list(self.m.slots(i))
+        blk = jnp.stack([self.st[n] == BLOCKED for n in sl])
+        lead = t - jnp.stack([self.rel[n] for n in sl])
+        counted = blk & in_window
+        totals["delivered"] = totals["delivered"] + jnp.sum(counted).astype(_I32)
+        totals["lt_sum"] = totals["lt_sum"] + jnp.sum(jnp.where(counted, lead, 0.0))
+        self.wip = self.wip - jnp.sum(blk).astype(_I32)
+        for k, n in enumerate(sl):
+            self.st[n] = jnp.where(blk[k], IDLE, self.st[n])
+        return jnp.where(counted, lead, jnp.nan)
 
     def push(self, i: int) -> None:
-        m, f, t = self.m, self.f, self.t
+        m, t = self.m, self.t
         outs = m.outs[i]
-        slots = m.slots(i)
-        if not outs:  # deliver to the sink
-            sl = slice(slots.start, slots.stop)
-            blk = f["st"][sl] == BLOCKED
-            lead = t - f["rel"][sl]
-            counted = blk & self.in_window
-            f["delivered"] = f["delivered"] + jnp.sum(counted)
-            f["lt_sum"] = f["lt_sum"] + jnp.sum(jnp.where(counted, lead, 0.0))
-            bins = jnp.clip(jnp.searchsorted(_LT_EDGES, lead) - 1, 0, LT_BINS - 1)
-            f["lt_hist"] = f["lt_hist"].at[bins].add(counted.astype(f["lt_hist"].dtype))
-            f["wip"] = f["wip"] - jnp.sum(blk)
-            f["st"] = f["st"].at[sl].set(jnp.where(blk, IDLE, f["st"][sl]))
-            return
         n_out = len(outs)
         policy = m.routing[i]
-        for n in slots:
-            blocked = f["st"][n] == BLOCKED
-            rooms = []
-            for e in outs:
-                cap = self.p.capacity[e]
-                room = jnp.asarray(False)
-                if m.may_queue[e]:
-                    room = room | ((cap > 0) & (f["count"][e] < cap))
-                if m.may_handoff[e]:
-                    room = room | ((cap == 0) & jnp.any(self.idle_mask(m.buf_dst[e])))
-                rooms.append(room)
-            room_v = jnp.stack(rooms)
-            pos = jnp.arange(n_out)
+        for n in m.slots(i):
+            blocked = self.st[n] == BLOCKED
+            rooms = [self.room(e) for e in outs]
+            choice: jax.Array | None = None
             if n_out == 1:
-                choice = jnp.asarray(0)
+                go = blocked & rooms[0]
             elif policy == RoutingPolicy.PROBABILITY:
-                choice = f["dest"][n]
-            elif policy == RoutingPolicy.SHORTEST_QUEUE:
-                counts = jnp.stack([f["count"][e] for e in outs])
-                choice = jnp.argmin(jnp.where(room_v, counts * n_out + pos, jnp.iinfo(jnp.int32).max))
-            else:  # round robin from the pointer
-                score = (pos - f["rr"][i]) % n_out
-                choice = jnp.argmin(jnp.where(room_v, score, n_out + 1))
-            go = blocked & room_v[choice]
-            rel = f["rel"][n]
+                choice = self.lane.dest[n]
+                assert choice is not None
+                go = blocked & _any([rooms[k] & (choice == k) for k in range(n_out)])
+            else:
+                pos = jnp.arange(n_out, dtype=_I32)
+                room_v = jnp.stack(rooms)
+                if policy == RoutingPolicy.SHORTEST_QUEUE:
+                    counts = jnp.stack([self.cnt(e) for e in outs])
+                    score = jnp.where(room_v, counts * n_out + pos, np.iinfo(np.int32).max)
+                else:  # round robin from the pointer
+                    ptr = self.rr[i]
+                    assert ptr is not None
+                    score = jnp.where(room_v, (pos - ptr) % n_out, n_out + 1)
+                choice = jnp.argmin(score).astype(_I32)
+                go = blocked & jnp.any(room_v)
+            rel = self.rel[n]
             for k, e in enumerate(outs):
-                go_k = go & (choice == k)
+                go_k = go if choice is None else go & (choice == k)
                 cap = self.p.capacity[e]
                 if m.may_queue[e]:
                     enq = go_k & (cap > 0)
-                    at = (f["head"][e] + f["count"][e]) % m.ring
-                    f["ring_t"] = f["ring_t"].at[e, at].set(jnp.where(enq, t, f["ring_t"][e, at]))
-                    f["ring_r"] = f["ring_r"].at[e, at].set(jnp.where(enq, rel, f["ring_r"][e, at]))
-                    f["count"] = f["count"].at[e].add(enq.astype(jnp.int32))
+                    c, rt, rr_ = self.count[e], self.ring_t[e], self.ring_r[e]
+                    assert c is not None and rt is not None and rr_ is not None
+                    self.ring_t[e] = _ring_push(rt, c, enq, t)
+                    self.ring_r[e] = _ring_push(rr_, c, enq, rel)
+                    self.count[e] = c + enq.astype(_I32)
                 if m.may_handoff[e]:
                     hand = go_k & (cap == 0)
-                    j = m.buf_dst[e]
-                    idle = self.idle_mask(j)
-                    target = m.offsets[j] + jnp.argmax(idle)
-                    self.start(target, hand, rel)
-            if n_out > 1 and policy == RoutingPolicy.ROUND_ROBIN:
-                f["rr"] = f["rr"].at[i].set(jnp.where(go, (choice + 1) % n_out, f["rr"][i]))
-            f["st"] = f["st"].at[n].set(jnp.where(go, IDLE, f["st"][n]))
+                    free = jnp.asarray(True)  # the first idle server of the target takes it
+                    for tn in m.slots(m.buf_dst[e]):
+                        idle = self.idle(tn)
+                        self.start(tn, hand & free & idle, rel)
+                        free = free & ~idle
+            if choice is not None and policy == RoutingPolicy.ROUND_ROBIN:
+                ptr = self.rr[i]
+                assert ptr is not None
+                self.rr[i] = jnp.where(go, (choice + 1) % n_out, ptr)
+            self.st[n] = jnp.where(go, IDLE, self.st[n])
 
     def pull(self, j: int) -> None:
-        m, f, t = self.m, self.f, self.t
+        m, t = self.m, self.t
         q = m.source_of[j]
         queued = [e for e in m.ins[j] if m.may_queue[e]]
         if not m.ins[j] and q < 0:  # saturated: every idle server starts a new part now
-            sl = slice(m.offsets[j], m.offsets[j] + m.max_servers[j])
-            idle = self.idle_mask(j)
+            idles = [self.idle(n) for n in m.slots(j)]
             for k, n in enumerate(m.slots(j)):
-                self.start(n, idle[k], t)
-            f["wip"] = f["wip"] + jnp.sum(idle)
-            del sl
+                self.start(n, idles[k], t)
+            self.wip = self.wip + _count(idles)
             return
         if not queued and q < 0:
             return  # only direct-handoff inputs: upstream pushes start these servers
         for n in m.slots(j):
-            idle = (f["st"][n] == IDLE) & self.active[n]
+            idle = self.idle(n)
             avail, ready, rels = [], [], []
             for e in queued:
-                h = f["head"][e]
-                rt = f["ring_t"][e, h] + self.p.transit[e]
-                ok = (f["count"][e] > 0) & (rt <= t)
+                rt = self.head_ready(e)
+                ok = (self.cnt(e) > 0) & (rt <= t)
+                ring_r = self.ring_r[e]
+                assert ring_r is not None
                 avail.append(ok)
                 ready.append(jnp.where(ok, rt, INF))
-                rels.append(f["ring_r"][e, h])
+                rels.append(ring_r[0])
             if q >= 0:
-                ok = f["q_count"][q] > 0
-                at = f["q_t"][q, f["q_head"][q]]
+                ok = self.q_count[q] > 0
+                at = self.lane.q_t[q][self.q_head[q]]
                 avail.append(ok)
                 ready.append(jnp.where(ok, at, INF))
                 rels.append(at)
-            c = jnp.argmin(jnp.stack(ready))
-            take = idle & jnp.any(jnp.stack(avail))
+            c = jnp.asarray(0) if len(ready) == 1 else jnp.argmin(jnp.stack(ready))
+            take = idle & _any(avail)
             for k, e in enumerate(queued):
-                pk = (take & (c == k)).astype(jnp.int32)
-                f["head"] = f["head"].at[e].set((f["head"][e] + pk) % m.ring)
-                f["count"] = f["count"].at[e].add(-pk)
+                pk = take & (c == k)
+                ring_t, ring_r, cnt = self.ring_t[e], self.ring_r[e], self.count[e]
+                assert ring_t is not None and ring_r is not None and cnt is not None
+                self.ring_t[e] = _ring_pop(ring_t, pk)
+                self.ring_r[e] = _ring_pop(ring_r, pk)
+                self.count[e] = cnt - pk.astype(_I32)
             if q >= 0:
-                pk = (take & (c == len(queued))).astype(jnp.int32)
-                f["q_head"] = f["q_head"].at[q].set((f["q_head"][q] + pk) % m.queue)
-                f["q_count"] = f["q_count"].at[q].add(-pk)
-            self.start(n, take, jnp.stack(rels)[c])
+                pk = take & (c == len(queued))
+                self.q_head[q] = (self.q_head[q] + pk.astype(_I32)) % m.queue
+                self.q_count[q] = self.q_count[q] - pk.astype(_I32)
+            self.start(n, take, _pick(rels, c))
 
     def can_move(self) -> jax.Array:
         """Whether another pass could move a part (exact, so the loop ends)."""
-        m, f, t = self.m, self.f, self.t
-        moves = [jnp.asarray(False)]
-        idle_any = [jnp.any(self.idle_mask(j)) for j in range(m.n_stations)]
+        m, t = self.m, self.t
+        moves: list[jax.Array] = []
+        idle_any = [self.idle_any(j) for j in range(m.n_stations)]
         for e in range(m.n_buffers):
             u, j = m.buf_src[e], m.buf_dst[e]
             cap = self.p.capacity[e]
             if m.may_queue[e]:
-                rt = f["ring_t"][e, f["head"][e]] + self.p.transit[e]
-                moves.append(idle_any[j] & (f["count"][e] > 0) & (rt <= t))
-            blocked = self.slot_vec("st", u) == BLOCKED
-            if m.routing[u] == RoutingPolicy.PROBABILITY and len(m.outs[u]) > 1:
-                blocked = blocked & (self.slot_vec("dest", u) == m.outs[u].index(e))
+                moves.append(idle_any[j] & (self.cnt(e) > 0) & (self.head_ready(e) <= t))
+            blocked = []
+            for n in m.slots(u):
+                b = self.st[n] == BLOCKED
+                if self.tb.keeps_dest[n]:
+                    d = self.lane.dest[n]
+                    assert d is not None
+                    b = b & (d == m.outs[u].index(e))
+                blocked.append(b)
             room = jnp.asarray(False)
             if m.may_queue[e]:
-                room = room | ((cap > 0) & (f["count"][e] < cap))
+                room = room | ((cap > 0) & (self.cnt(e) < cap))
             if m.may_handoff[e]:
                 room = room | ((cap == 0) & idle_any[j])
-            moves.append(jnp.any(blocked) & room)
+            moves.append(_any(blocked) & room)
         for q, j in enumerate(m.source_station):
-            moves.append(idle_any[j] & (f["q_count"][q] > 0))
-        return jnp.any(jnp.stack(moves))
+            moves.append(idle_any[j] & (self.q_count[q] > 0))
+        return _any(moves)
+
+    def one_pass(
+        self, in_window: jax.Array | None, totals: dict[str, jax.Array]
+    ) -> list[jax.Array]:
+        """One pass over the stations; sinks deliver only when ``in_window`` is given (the first
+        pass: only a completion makes a server blocked, so later passes find no sink part)."""
+        leads = []
+        for i in self.m.order:
+            if not self.m.outs[i]:
+                if in_window is not None:
+                    leads.append(self.deliver(i, in_window, totals))
+            else:
+                self.push(i)
+            self.pull(i)
+        return leads
 
 
-def _transfer(model: Model, p: Params, s: State, t: jax.Array, pt: jax.Array) -> State:
-    def one_pass(s: State) -> State:
-        x = _Xfer(model, p, s, t, pt)
-        for i in model.order:
-            x.push(i)
-            x.pull(i)
-        return x.state()
+def vars_of(x: _Xfer) -> dict[str, Any]:
+    return {k: getattr(x, k) for k in _XFER_FIELDS}
 
-    def cond(c: tuple[State, jax.Array]) -> jax.Array:
-        s, k = c
-        return (k < 4 * model.n_stations + 4) & _Xfer(model, p, s, t, pt).can_move()
 
-    def body(c: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
-        return one_pass(c[0]), c[1] + 1
+def _any(xs: list[jax.Array]) -> jax.Array:
+    if not xs:
+        return jnp.asarray(False)
+    out = xs[0]
+    for x in xs[1:]:
+        out = out | x
+    return out
 
-    s = one_pass(s)
-    s, _ = jax.lax.while_loop(cond, body, (s, jnp.asarray(0)))
-    return s
+
+_Ctx = tuple[jax.Array, jax.Array, tuple[jax.Array, ...], jax.Array]
+# time, process times, active slots, whether the time is in the statistics window
+
+
+def _transfer(
+    model: Model, p: Params, s: _Lane, ctx: _Ctx, *, batched: bool
+) -> tuple[_Lane, jax.Array]:
+    """The transfer phase at time ``ctx[0]``: passes until no part can move. Returns the lane
+    and the lead times of the parts delivered in the window ((K,) over the sink slots, nan where
+    none).
+
+    ``batched``: ``p``, ``s`` and ``ctx`` carry a leading lane axis and the loop runs over the
+    whole batch until no lane can move. A pass in a lane where nothing can move changes
+    nothing, so lanes need no masking; and since every lane starts the loop together, the pass
+    limit is the same for all of them. Keeping even the first pass inside the loop matters for
+    speed: the loop boundary stops XLA from fusing (and so recomputing) the event's logic into
+    every kernel of the pass.
+    """
+    fields = (*_XFER_FIELDS, "delivered", "lt_sum")
+
+    def can_move(p: Params, s: _Lane, x: dict[str, Any], ctx: _Ctx) -> jax.Array:
+        return _Xfer(model, p, s, x, *ctx[:3]).can_move()
+
+    def one_pass(
+        p: Params, s: _Lane, x: dict[str, Any], lead: jax.Array, ctx: _Ctx
+    ) -> tuple[dict[str, Any], jax.Array]:
+        w = _Xfer(model, p, s, x, *ctx[:3])
+        totals = {"delivered": x["delivered"], "lt_sum": x["lt_sum"]}
+        # only a completion makes a server blocked: sinks deliver in the first pass only
+        leads = w.one_pass(ctx[3], totals)
+        if leads:
+            new = jnp.concatenate(leads)
+            lead = jnp.where(jnp.isnan(new), lead, new)
+        return {**w.carry(), **totals}, lead
+
+    if batched:
+        can_move = jax.vmap(can_move)
+        one_pass = jax.vmap(one_pass)
+
+    Carry = tuple[dict[str, Any], jax.Array, jax.Array]
+
+    def cond(c: Carry) -> jax.Array:
+        x, _, k = c
+        more = (k <= 4 * model.n_stations + 4) & jnp.any(can_move(p, s, x, ctx))
+        return (k == 0) | more
+
+    def body(c: Carry) -> Carry:
+        x, lead, k = c
+        x, lead = one_pass(p, s, x, lead, ctx)
+        return x, lead, k + 1
+
+    k_sink = len(_tables(model).sink_slots)
+    lead0 = jnp.full((*s.now.shape, k_sink), jnp.nan, _F64)
+    x0 = {k: getattr(s, k) for k in fields}
+    x, lead, _ = jax.lax.while_loop(cond, body, (x0, lead0, jnp.asarray(0, _I32)))
+    return replace(s, **x), lead
 
 
 # -- init and step --------------------------------------------------------------------------------
-def init(model: Model, p: Params, key: jax.Array) -> State:
-    """The empty line at time 0, after its first transfer phase (saturated stations start)."""
-    n, b, q = model.n_slots, model.n_buffers, model.n_sources
+def _init_lane(model: Model, p: Params, key: jax.Array) -> _Lane:
+    n, q = model.n_slots, model.n_sources
     tb = _tables(model)
     key, k_ttf, k_ia, k_pt, k_g = jax.random.split(key, 5)
-    mtbf = p.mtbf[jnp.asarray(tb.slot_station)]
-    ttf0 = -mtbf * jnp.log1p(-jax.random.uniform(k_ttf, (n,), dtype=jnp.float64))
-    u_ia = jax.random.uniform(k_ia, (max(q, 1),), dtype=jnp.float64)
-    f64 = jnp.float64
-    s = State(
-        now=jnp.asarray(0.0, f64),
+    mtbf = p.mtbf[jnp.asarray(tb.slot_station, dtype=_I32)]
+    ttf0 = -mtbf * jnp.log1p(-jax.random.uniform(k_ttf, (n,), dtype=_F64))
+    u_ia = jax.random.uniform(k_ia, (max(q, 1),), dtype=_F64)
+    nxt = _interarrivals(model, p, u_ia, k_g)
+    inf = jnp.asarray(INF, _F64)
+    zero_f = jnp.asarray(0.0, _F64)
+    zero_i = jnp.asarray(0, _I32)
+    fl = tb.fails
+    ring = _ring_new(model.ring)
+    s = _Lane(
+        now=zero_f,
         key=key,
-        n_events=jnp.asarray(0, jnp.int32),
-        st=jnp.full((n,), IDLE, jnp.int32),
-        prev=jnp.full((n,), IDLE, jnp.int32),
-        t_end=jnp.full((n,), INF, f64),
-        t_fail=jnp.where(jnp.asarray(tb.time_mode), ttf0, INF),
-        t_rep=jnp.full((n,), INF, f64),
-        ttf=jnp.where(jnp.asarray(tb.op_mode), ttf0, INF),
-        rem=jnp.zeros((n,), f64),
-        rel=jnp.zeros((n,), f64),
-        dest=jnp.zeros((n,), jnp.int32),
-        ring_t=jnp.zeros((b, model.ring), f64),
-        ring_r=jnp.zeros((b, model.ring), f64),
-        head=jnp.zeros((b,), jnp.int32),
-        count=jnp.zeros((b,), jnp.int32),
-        q_t=jnp.zeros((q, model.queue), f64),
-        q_head=jnp.zeros((q,), jnp.int32),
-        q_count=jnp.zeros((q,), jnp.int32),
-        next_arr=_interarrivals(model, p, u_ia, k_g),
-        rr=jnp.zeros((model.n_stations,), jnp.int32),
-        wip=jnp.asarray(0, jnp.int32),
-        acc=jnp.zeros((n, 4), f64),
-        wip_int=jnp.asarray(0.0, f64),
-        delivered=jnp.asarray(0, jnp.int32),
-        produced=jnp.zeros((model.n_stations,), jnp.int32),
-        scrapped=jnp.zeros((model.n_stations,), jnp.int32),
-        lt_sum=jnp.asarray(0.0, f64),
-        lt_hist=jnp.zeros((LT_BINS,), jnp.int32),
-        completions=jnp.asarray(0, jnp.int32),
-        lost=jnp.asarray(0, jnp.int32),
+        n_events=zero_i,
+        wip=zero_i,
+        wip_int=zero_f,
+        delivered=zero_i,
+        lt_sum=zero_f,
+        completions=zero_i,
+        lost=zero_i,
+        st=(jnp.asarray(IDLE, _I32),) * n,
+        t_end=(inf,) * n,
+        rel=(zero_f,) * n,
+        prev=tuple(jnp.asarray(IDLE, _I32) if fl[k] else None for k in range(n)),
+        t_fail=tuple(ttf0[k] if tb.time_mode[k] else inf if fl[k] else None for k in range(n)),
+        t_rep=tuple(inf if fl[k] else None for k in range(n)),
+        rem=tuple(zero_f if fl[k] else None for k in range(n)),
+        ttf=tuple(ttf0[k] if tb.op_mode[k] else None for k in range(n)),
+        dest=tuple(zero_i if tb.keeps_dest[k] else None for k in range(n)),
+        ring_t=tuple(ring if mq else None for mq in model.may_queue),
+        ring_r=tuple(ring if mq else None for mq in model.may_queue),
+        count=tuple(zero_i if mq else None for mq in model.may_queue),
+        q_t=(jnp.zeros((model.queue,), _F64),) * q,
+        q_head=(zero_i,) * q,
+        q_count=(zero_i,) * q,
+        next_arr=tuple(nxt[k] for k in range(q)),
+        rr=tuple(zero_i if r else None for r in tb.keeps_rr),
+        acc=jnp.zeros((n, 4), _F64),
+        produced=jnp.zeros((model.n_stations,), _I32),
+        scrapped=jnp.zeros((model.n_stations,), _I32),
     )
-    pt = _process_times(model, p, jax.random.uniform(k_pt, (n,), dtype=f64), k_g)
-    return _transfer(model, p, s, s.now, pt)
+    pt = _process_times(model, p, jax.random.uniform(k_pt, (n,), dtype=_F64), k_g)
+    ctx = (s.now, pt, _active(model, p), jnp.asarray(False))
+    s, _ = _transfer(model, p, s, ctx, batched=False)
+    return s
 
 
-def _conveyor_ready(model: Model, p: Params, s: State) -> jax.Array:
-    if model.n_buffers == 0:
-        return jnp.zeros((0,))
-    heads = jnp.take_along_axis(s.ring_t, s.head[:, None], axis=1)[:, 0] + p.transit
-    due = (s.count > 0) & (heads > s.now) & jnp.asarray(model.has_transit)
-    return jnp.where(due, heads, INF)
+def _conveyor_ready(model: Model, p: Params, s: _Lane) -> list[jax.Array]:
+    out = []
+    for e, pos in enumerate(_tables(model).pos_v):
+        if pos is None:
+            continue
+        ring, c = s.ring_t[e], s.count[e]
+        assert ring is not None and c is not None
+        head = ring[0] + p.transit[e]
+        out.append(jnp.where((c > 0) & (head > s.now), head, INF))
+    return out
 
 
-def step(model: Model, p: Params, s: State) -> State:
-    """Advance to the next event (or to the horizon, if none comes before it) and apply it."""
-    n = model.n_slots
-    tb = _tables(model)
-    sstation = jnp.asarray(tb.slot_station)
-    cand = jnp.concatenate([s.t_end, s.t_fail, s.t_rep, s.next_arr, _conveyor_ready(model, p, s)])
-    idx = jnp.argmin(cand)
-    t_ev = cand[idx]
+def _step_lane(model: Model, p: Params, s: _Lane) -> tuple[_Lane, jax.Array]:
+    """:func:`step` on the lane state; also returns the lead times of parts delivered in the
+    window ((K,) over the sink slots, nan where none)."""
+    s, ctx = _step_event(model, p, s)
+    return _transfer(model, p, s, ctx, batched=False)
+
+
+def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
+    """The event of a step (see :func:`_step_lane`); returns what :func:`_transfer` needs."""
+    n, tb = model.n_slots, _tables(model)
+    ss = tb.slot_station
+    fl = tb.fails
+    cand = jnp.stack(
+        [
+            *s.t_end,
+            *(x for x in s.t_fail if x is not None),
+            *(x for x in s.t_rep if x is not None),
+            *s.next_arr,
+            *_conveyor_ready(model, p, s),
+        ]
+    )
+    idx = jnp.argmin(cand).astype(_I32)
+    t_ev = jnp.min(cand)
     fire = t_ev <= p.horizon
     t = jnp.minimum(t_ev, p.horizon)
 
     # statistics over (now, t] within the window
     dt = jnp.maximum(t, p.warmup) - jnp.maximum(s.now, p.warmup)
     active = _active(model, p)
-    occ = jax.nn.one_hot(s.st, 4, dtype=jnp.float64) * active[:, None]
-    s = _dc_replace(s, acc=s.acc + dt * occ, wip_int=s.wip_int + dt * s.wip, now=t)
+    occ = jax.nn.one_hot(jnp.stack(s.st), 4, dtype=_F64) * jnp.stack(active)[:, None]
+    acc = s.acc + dt * occ
+    wip_int = s.wip_int + dt * s.wip
 
     key, k_u, k_g = jax.random.split(s.key, 3)
     width = max(n, model.n_sources, 1)
-    u = jax.random.uniform(k_u, (3, width), dtype=jnp.float64)
-    e_n = -jnp.log1p(-jnp.clip(u[2, :n], 0.0, 1.0 - 1e-12))  # unit exponentials
-    slots = jnp.arange(n)
+    u = jax.random.uniform(k_u, (3, width), dtype=_F64)
     in_window = t > p.warmup
-    mtbf_s, mttr_s = p.mtbf[sstation], p.mttr[sstation]
 
-    # completion
-    m_c = fire & (slots == idx)
-    scrap = m_c & (u[1, :n] < p.scrap[sstation])
-    done = m_c & ~scrap
-    st = jnp.where(scrap, IDLE, jnp.where(done, BLOCKED, s.st))
-    produced = s.produced.at[sstation].add((done & in_window).astype(jnp.int32))
-    scrapped = s.scrapped.at[sstation].add((scrap & in_window).astype(jnp.int32))
-    dest = s.dest
-    if any(r == RoutingPolicy.PROBABILITY for r in model.routing):
-        w = p.weights[sstation]
-        cdf = jnp.cumsum(w, axis=1)
-        draw = jnp.sum(u[2, :n, None] * cdf[:, -1:] >= cdf, axis=1)
-        dest = jnp.where(m_c, jnp.minimum(draw, w.shape[1] - 1), dest)
-    op = jnp.asarray(tb.op_mode)
-    ttf = jnp.where(m_c & op, s.t_fail - t, s.ttf)
-    t_fail = jnp.where(m_c & op, INF, s.t_fail)
-    t_end = jnp.where(m_c, INF, s.t_end)
+    st, t_end = list(s.st), list(s.t_end)
+    prev, t_fail, t_rep, rem, ttf = (
+        list(s.prev),
+        list(s.t_fail),
+        list(s.t_rep),
+        list(s.rem),
+        list(s.ttf),
+    )
+    dest = list(s.dest)
+    done_w, scrap_w, m_cs, scraps = [], [], [], []
+    w_cdf: dict[int, jax.Array] = {}
+    for k in range(n):
+        i = ss[k]
+        # completion
+        m_c = fire & (idx == tb.pos_c[k])
+        scrap = m_c & (u[1, k] < p.scrap[i])
+        done = m_c & ~scrap
+        m_cs.append(m_c)
+        scraps.append(scrap)
+        done_w.append(done & in_window)
+        scrap_w.append(scrap & in_window)
+        st[k] = jnp.where(scrap, IDLE, jnp.where(done, BLOCKED, st[k]))
+        d = dest[k]
+        if d is not None:
+            if i not in w_cdf:
+                w_cdf[i] = jnp.cumsum(p.weights[i])
+            cdf = w_cdf[i]
+            draw = jnp.sum(u[2, k] * cdf[-1:] >= cdf)
+            dest[k] = jnp.where(m_c, jnp.minimum(draw, cdf.shape[0] - 1).astype(_I32), d)
+        if tb.op_mode[k]:
+            tf, tt = t_fail[k], ttf[k]
+            assert tf is not None and tt is not None
+            ttf[k] = jnp.where(m_c, tf - t, tt)
+            t_fail[k] = jnp.where(m_c, INF, tf)
+        t_end[k] = jnp.where(m_c, INF, t_end[k])
+        if not fl[k]:
+            continue
+        pf, pr = tb.pos_f[k], tb.pos_r[k]
+        pv, tf, tr, rm = prev[k], t_fail[k], t_rep[k], rem[k]
+        assert pf is not None and pr is not None
+        assert pv is not None and tf is not None and tr is not None and rm is not None
+        e_n = -jnp.log1p(-jnp.clip(u[2, k], 0.0, 1.0 - 1e-12))  # unit exponential
+        # failure
+        m_f = fire & (idx == pf)
+        pv = jnp.where(m_f, st[k], pv)
+        rm = jnp.where(m_f & (st[k] == BUSY), t_end[k] - t, rm)
+        t_end[k] = jnp.where(m_f, INF, t_end[k])
+        st[k] = jnp.where(m_f, DOWN, st[k])
+        tf = jnp.where(m_f, INF, tf)
+        tr = jnp.where(m_f, t + p.mttr[i] * e_n, tr)
+        # repair
+        m_r = fire & (idx == pr)
+        new_ttf = p.mtbf[i] * e_n
+        was_busy = m_r & (pv == BUSY)
+        st[k] = jnp.where(m_r, pv, st[k])
+        tr = jnp.where(m_r, INF, tr)
+        t_end[k] = jnp.where(was_busy, t + rm, t_end[k])
+        tf = jnp.where(m_r & (True if tb.time_mode[k] else was_busy), t + new_ttf, tf)
+        if tb.op_mode[k]:
+            tt = ttf[k]
+            assert tt is not None
+            ttf[k] = jnp.where(m_r & ~was_busy, new_ttf, tt)
+        prev[k], t_fail[k], t_rep[k], rem[k] = pv, tf, tr, rm
 
-    # failure
-    m_f = fire & (slots + n == idx)
-    prev = jnp.where(m_f, st, s.prev)
-    rem = jnp.where(m_f & (st == BUSY), t_end - t, s.rem)
-    t_end = jnp.where(m_f, INF, t_end)
-    st = jnp.where(m_f, DOWN, st)
-    t_fail = jnp.where(m_f, INF, t_fail)
-    t_rep = jnp.where(m_f, t + mttr_s * e_n, s.t_rep)
+    def per_station(flags: list[jax.Array]) -> jax.Array:
+        return jnp.stack(
+            [_count(flags[k] for k in model.slots(i)) for i in range(model.n_stations)]
+        )
 
-    # repair
-    m_r = fire & (slots + 2 * n == idx)
-    new_ttf = mtbf_s * e_n
-    was_busy = m_r & (prev == BUSY)
-    st = jnp.where(m_r, prev, st)
-    t_rep = jnp.where(m_r, INF, t_rep)
-    t_end = jnp.where(was_busy, t + rem, t_end)
-    t_fail = jnp.where(m_r & (jnp.asarray(tb.time_mode) | was_busy), t + new_ttf, t_fail)
-    ttf = jnp.where(m_r & op & ~was_busy, new_ttf, ttf)
+    produced = s.produced + per_station(done_w)
+    scrapped = s.scrapped + per_station(scrap_w)
 
     # arrival at a timed source
-    q_t, q_count, next_arr, lost = s.q_t, s.q_count, s.next_arr, s.lost
-    wip = s.wip - jnp.sum(scrap).astype(s.wip.dtype)  # a scrapped part leaves the line
+    q_t, q_count, next_arr, lost = list(s.q_t), list(s.q_count), list(s.next_arr), s.lost
+    wip = s.wip - _count(scraps)  # a scrapped part leaves the line
     if model.n_sources:
-        srcs = jnp.arange(model.n_sources)
-        m_a = fire & (srcs + 3 * n == idx)
-        fits = m_a & (s.q_count < model.queue)
-        at = (s.q_head + s.q_count) % model.queue
-        q_t = s.q_t.at[srcs, at].set(jnp.where(fits, t, s.q_t[srcs, at]))
-        q_count = s.q_count + fits.astype(jnp.int32)
-        wip = wip + jnp.sum(fits).astype(wip.dtype)
-        lost = lost + jnp.sum(m_a & ~fits).astype(lost.dtype)
         ia = _interarrivals(model, p, u[1, : model.n_sources], jax.random.fold_in(k_g, 7))
-        next_arr = jnp.where(m_a, t + ia, s.next_arr)
+        for q in range(model.n_sources):
+            m_a = fire & (idx == tb.pos_a[q])
+            fits = m_a & (s.q_count[q] < model.queue)
+            at = (s.q_head[q] + s.q_count[q]) % model.queue
+            q_t[q] = s.q_t[q].at[at].set(jnp.where(fits, t, s.q_t[q][at]))
+            q_count[q] = s.q_count[q] + fits.astype(_I32)
+            wip = wip + fits.astype(_I32)
+            lost = lost + (m_a & ~fits).astype(_I32)
+            next_arr[q] = jnp.where(m_a, t + ia[q], s.next_arr[q])
 
-    s = _dc_replace(
-        s, key=key, n_events=s.n_events + fire.astype(jnp.int32), st=st, prev=prev, t_end=t_end,
-        t_fail=t_fail, t_rep=t_rep, ttf=ttf, rem=rem, dest=dest, q_t=q_t, q_count=q_count,
-        next_arr=next_arr, wip=wip, lost=lost, produced=produced, scrapped=scrapped,
-        completions=s.completions + jnp.sum(m_c).astype(jnp.int32),
+    s = replace(
+        s,
+        now=t,
+        acc=acc,
+        wip_int=wip_int,
+        key=key,
+        n_events=s.n_events + fire.astype(_I32),
+        st=tuple(st),
+        prev=tuple(prev),
+        t_end=tuple(t_end),
+        t_fail=tuple(t_fail),
+        t_rep=tuple(t_rep),
+        ttf=tuple(ttf),
+        rem=tuple(rem),
+        dest=tuple(dest),
+        q_t=tuple(q_t),
+        q_count=tuple(q_count),
+        next_arr=tuple(next_arr),
+        wip=wip,
+        lost=lost,
+        produced=produced,
+        scrapped=scrapped,
+        completions=s.completions + _count(m_cs),
     )
     pt = _process_times(model, p, u[0, :n], k_g)
-    return _transfer(model, p, s, t, pt)
+    return s, (t, pt, active, in_window)
+
+
+def _count(flags: Any) -> jax.Array:
+    out = jnp.asarray(0, _I32)
+    for f in flags:
+        out = out + f.astype(_I32)
+    return out
+
+
+# -- conversions between State and _Lane ---------------------------------------------------------
+def _export(model: Model, s: _Lane, lt_hist: jax.Array) -> State:
+    """The public :class:`State` of one lane."""
+
+    def vec(xs: OptTup, fill: float | int, dtype: Any) -> jax.Array:
+        if not xs:
+            return jnp.zeros((0,), dtype)
+        return jnp.stack([jnp.full((), fill, dtype) if x is None else x for x in xs])
+
+    def rows(xs: tuple[Ring | None, ...], width: int) -> jax.Array:
+        if not xs:
+            return jnp.zeros((0, width), _F64)
+        return jnp.stack([jnp.zeros((width,), _F64) if x is None else _ring_array(x) for x in xs])
+
+    return State(
+        now=s.now,
+        key=s.key,
+        n_events=s.n_events,
+        st=vec(s.st, IDLE, _I32),
+        prev=vec(s.prev, IDLE, _I32),
+        t_end=vec(s.t_end, INF, _F64),
+        t_fail=vec(s.t_fail, INF, _F64),
+        t_rep=vec(s.t_rep, INF, _F64),
+        ttf=vec(s.ttf, INF, _F64),
+        rem=vec(s.rem, 0.0, _F64),
+        rel=vec(s.rel, 0.0, _F64),
+        dest=vec(s.dest, 0, _I32),
+        ring_t=rows(s.ring_t, model.ring),
+        ring_r=rows(s.ring_r, model.ring),
+        head=jnp.zeros((model.n_buffers,), _I32),
+        count=vec(s.count, 0, _I32),
+        q_t=rows(s.q_t, model.queue),
+        q_head=vec(s.q_head, 0, _I32),
+        q_count=vec(s.q_count, 0, _I32),
+        next_arr=vec(s.next_arr, 0.0, _F64),
+        rr=vec(s.rr, 0, _I32),
+        wip=s.wip,
+        acc=s.acc,
+        wip_int=s.wip_int,
+        delivered=s.delivered,
+        produced=s.produced,
+        scrapped=s.scrapped,
+        lt_sum=s.lt_sum,
+        lt_hist=lt_hist,
+        completions=s.completions,
+        lost=s.lost,
+    )
+
+
+def _import(model: Model, s: State) -> _Lane:
+    """The lane form of a public :class:`State` (buffers re-based to their heads)."""
+    tb = _tables(model)
+    n = model.n_slots
+
+    def opt(x: jax.Array, keep: tuple[bool, ...]) -> OptTup:
+        return tuple(x[k] if keep[k] else None for k in range(len(keep)))
+
+    def rebase(ring: jax.Array, e: int) -> Ring:
+        r = ring[e][(s.head[e] + jnp.arange(model.ring)) % model.ring]
+        return tuple(r[k] for k in range(model.ring)) if model.ring <= _SCALAR_RING else r
+
+    mq = model.may_queue
+    return _Lane(
+        now=s.now,
+        key=s.key,
+        n_events=s.n_events.astype(_I32),
+        wip=s.wip.astype(_I32),
+        wip_int=s.wip_int,
+        delivered=s.delivered.astype(_I32),
+        lt_sum=s.lt_sum,
+        completions=s.completions.astype(_I32),
+        lost=s.lost.astype(_I32),
+        st=tuple(s.st[k].astype(_I32) for k in range(n)),
+        t_end=tuple(s.t_end[k] for k in range(n)),
+        rel=tuple(s.rel[k] for k in range(n)),
+        prev=tuple(None if x is None else x.astype(_I32) for x in opt(s.prev, tb.fails)),
+        t_fail=opt(s.t_fail, tb.fails),
+        t_rep=opt(s.t_rep, tb.fails),
+        rem=opt(s.rem, tb.fails),
+        ttf=opt(s.ttf, tb.op_mode),
+        dest=tuple(None if x is None else x.astype(_I32) for x in opt(s.dest, tb.keeps_dest)),
+        ring_t=tuple(rebase(s.ring_t, e) if mq[e] else None for e in range(model.n_buffers)),
+        ring_r=tuple(rebase(s.ring_r, e) if mq[e] else None for e in range(model.n_buffers)),
+        count=tuple(None if x is None else x.astype(_I32) for x in opt(s.count, mq)),
+        q_t=tuple(s.q_t[q] for q in range(model.n_sources)),
+        q_head=tuple(s.q_head[q].astype(_I32) for q in range(model.n_sources)),
+        q_count=tuple(s.q_count[q].astype(_I32) for q in range(model.n_sources)),
+        next_arr=tuple(s.next_arr[q] for q in range(model.n_sources)),
+        rr=tuple(None if x is None else x.astype(_I32) for x in opt(s.rr, tb.keeps_rr)),
+        acc=s.acc,
+        produced=s.produced.astype(_I32),
+        scrapped=s.scrapped.astype(_I32),
+    )
+
+
+def _lt_bins(lead: jax.Array) -> jax.Array:
+    return jnp.clip(jnp.searchsorted(_LT_EDGES, lead) - 1, 0, LT_BINS - 1)
+
+
+def init(model: Model, p: Params, key: jax.Array) -> State:
+    """The empty line at time 0, after its first transfer phase (saturated stations start)."""
+    return _export(model, _init_lane(model, p, key), jnp.zeros((LT_BINS,), _I32))
+
+
+def step(model: Model, p: Params, s: State) -> State:
+    """Advance to the next event (or to the horizon, if none comes before it) and apply it."""
+    lane, lead = _step_lane(model, p, _import(model, s))
+    valid = ~jnp.isnan(lead)
+    hist = s.lt_hist.at[_lt_bins(lead)].add(valid.astype(s.lt_hist.dtype))
+    return _export(model, lane, hist)
 
 
 # -- running --------------------------------------------------------------------------------------
-def _chunk(model: Model, chunk: int) -> Callable[[Params, State], State]:
-    def run_chunk(p: Params, s: State) -> State:
-        def cond(c: tuple[State, jax.Array]) -> jax.Array:
-            return (c[1] < chunk) & (c[0].now < p.horizon)
+@partial(jax.jit, static_argnums=(0,))
+def _init_batch(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Array]:
+    lanes = jax.vmap(partial(_init_lane, model))(p, keys)
+    return lanes, jnp.zeros((keys.shape[0], LT_BINS), _I32)
 
-        def body(c: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
-            return step(model, p, c[0]), c[1] + 1
 
-        return jax.lax.while_loop(cond, body, (s, jnp.asarray(0)))[0]
+@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3, 4))
+def _chunk_batch(
+    model: Model, chunk: int, p: Params, s: _Lane, hist: jax.Array
+) -> tuple[_Lane, jax.Array]:
+    """Up to ``chunk`` steps of every lane still before its horizon.
 
-    return run_chunk
+    The loop runs over the whole batch (the step itself is vmapped): lanes that reached their
+    horizon are frozen, and the lead times of delivered parts are recorded step by step into a
+    (chunk, V, K) table that is binned into the histogram once, at the end of the chunk.
+    """
+    v = hist.shape[0]
+    k_sink = len(_tables(model).sink_slots)
+    step_v = jax.vmap(partial(_step_event, model))
+
+    def cond(c: tuple[jax.Array, _Lane, jax.Array]) -> jax.Array:
+        return (c[0] < chunk) & jnp.any(c[1].now < p.horizon)
+
+    def body(c: tuple[jax.Array, _Lane, jax.Array]) -> tuple[jax.Array, _Lane, jax.Array]:
+        k, s, leads = c
+        live = s.now < p.horizon
+        new, ctx = step_v(p, s)
+        new, lead = _transfer(model, p, new, ctx, batched=True)
+
+        def keep(a: jax.Array, b: jax.Array) -> jax.Array:
+            return jnp.where(live.reshape((v,) + (1,) * (a.ndim - 1)), b, a)
+
+        # q_t is left out: a frozen lane's step writes at most one unused queue slot
+        s = replace(jax.tree.map(keep, replace(s, q_t=()), replace(new, q_t=())), q_t=new.q_t)
+        lead = jnp.where(live[:, None], lead, jnp.nan)
+        zero = jnp.asarray(0, _I32)
+        leads = jax.lax.dynamic_update_slice(leads, lead[None], (k, zero, zero))
+        return k + 1, s, leads
+
+    leads0 = jnp.full((chunk, v, k_sink), jnp.nan, _F64)
+    _, s, leads = jax.lax.while_loop(cond, body, (jnp.asarray(0, _I32), s, leads0))
+    valid = ~jnp.isnan(leads)
+    lane = jnp.broadcast_to(jnp.arange(v, dtype=_I32)[None, :, None], leads.shape)
+    hist = hist.at[lane, _lt_bins(leads)].add(valid.astype(hist.dtype))
+    return s, hist
 
 
 @partial(jax.jit, static_argnums=(0,))
-def _init_batch(model: Model, p: Params, keys: jax.Array) -> State:
-    return jax.vmap(partial(init, model))(p, keys)
-
-
-@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3,))
-def _chunk_batch(model: Model, chunk: int, p: Params, s: State) -> State:
-    return jax.vmap(_chunk(model, chunk))(p, s)
+def _export_batch(model: Model, s: _Lane, hist: jax.Array) -> State:
+    return jax.vmap(partial(_export, model))(s, hist)
 
 
 def run(
@@ -520,12 +1025,13 @@ def run(
     ``progress`` is called after each chunk with the fraction of simulated time done (the
     slowest variant's). Returns the batched final :class:`State`.
     """
-    s = _init_batch(model, params, keys)
+    s, hist = _init_batch(model, params, keys)
     horizon = np.asarray(params.horizon)
     while True:
-        s = _chunk_batch(model, chunk, params, s)
+        s, hist = _chunk_batch(model, chunk, params, s, hist)
         now = np.asarray(s.now)
         if progress is not None:
             progress(float(np.min(now / horizon)))
         if np.all(now >= horizon):
-            return s
+            out: State = _export_batch(model, s, hist)
+            return out
