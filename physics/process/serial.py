@@ -83,7 +83,7 @@ class SerialModel:
     n_values: int
     ring: int  # history length (> the largest capacity)
     fails: tuple[bool, ...]
-    max_failures: int = 8  # failures one processing may suffer (see _failure_cap)
+    fail_rate: float = 0.0  # the largest mean processing time / mtbf: failures per part
 
 
 @jax.tree_util.register_dataclass
@@ -128,9 +128,8 @@ def build_serial(
         n_values=n_values,
         ring=max([1, *caps, max_capacity or 0]) + 1,
         fails=tuple(s.failures is not None for s in st),
-        max_failures=_failure_cap(
-            [s.process_time.mean for s in st],
-            [s.failures.mtbf if s.failures else math.inf for s in st],
+        fail_rate=max(
+            [s.process_time.mean / s.failures.mtbf for s in st if s.failures is not None] or [0.0]
         ),
     )
     params = SerialParams(
@@ -180,45 +179,52 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
     return jnp.stack(cols, axis=1)
 
 
-def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array) -> jax.Array:
-    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode failures).
+def _downtime(
+    model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode failures),
+    and whether the drawn failures covered the chunk (a bool to check on the host).
 
-    The number of failures is Poisson(proc/mtbf), drawn by inverting its CDF over at most
-    ``model.max_failures`` terms (the cap leaves a tail probability below 1e-12, see
-    :func:`_failure_cap`); each repair is an exponential with mean ``mttr``. Loop-free, so it
-    vectorizes where ``jax.random.poisson``/``gamma`` (rejection loops) crawl under ``vmap``.
+    In operation mode a station's failures form a Poisson process in *busy time*. For each failing
+    station the chunk draws its failure epochs on the cumulative busy time of the chunk's parts
+    (``max_failures`` of them, a budget with a vanishing chance of running out, checked) and
+    gives each part the repairs (exponential, mean ``mttr``) whose epochs fall in its own busy
+    interval. Exact, memoryless across chunks, and it needs O(failures) random numbers, not
+    O(parts x failures).
     """
-    if not any(model.fails):
-        return jnp.zeros_like(proc)
     cols = [k for k, f in enumerate(model.fails) if f]
-    lam = proc[:, cols] / p.mtbf[jnp.asarray(cols)]
-    n_max = model.max_failures
-    u = jax.random.uniform(key, (n_max + 1, *lam.shape), dtype=jnp.float64)
-    pmf = jnp.exp(-lam)
-    cdf = pmf
-    total = jnp.zeros_like(lam)
-    for i in range(1, n_max + 1):
-        # the i-th repair happens when the count is at least i, i.e. u[0] > P(N <= i-1)
-        happens = u[0] > cdf
-        total = total + jnp.where(happens, -jnp.log1p(-u[i]), 0.0)
-        pmf = pmf * lam / i
-        cdf = cdf + pmf
+    if not cols:
+        return jnp.zeros_like(proc), jnp.asarray(True)
+    n = proc.shape[0]
+    m = _failure_budget(n, model.fail_rate)
     down = jnp.zeros_like(proc)
-    return down.at[:, jnp.asarray(cols)].set(total * p.mttr[jnp.asarray(cols)])
+    covered = jnp.asarray(True)
+    for c, k in enumerate(cols):
+        k_f, k_r = jax.random.split(jax.random.fold_in(key, c))
+        busy = jnp.cumsum(proc[:, k])  # busy time at the end of each part
+        epochs = jnp.cumsum(
+            -p.mtbf[k] * jnp.log1p(-jax.random.uniform(k_f, (m,), dtype=jnp.float64))
+        )
+        repairs = -p.mttr[k] * jnp.log1p(-jax.random.uniform(k_r, (m,), dtype=jnp.float64))
+        part = jnp.searchsorted(busy, epochs, side="left")  # the part during which each falls
+        down = down.at[:, k].add(jnp.zeros((n,)).at[part].add(repairs, mode="drop"))
+        covered = covered & (epochs[-1] > busy[-1])
+    return down, covered
 
 
-def _failure_cap(spec_means: list[float], mtbfs: list[float]) -> int:
-    """Failures per processing that the sampler allows: P(N > cap) < 1e-12 at a processing time
-    of 20 means (an exponential time exceeds that with probability 2e-9)."""
-    lam = max(
-        [20.0 * m / f for m, f in zip(spec_means, mtbfs, strict=True) if math.isfinite(f)] or [0.0]
-    )
-    n, pmf, cdf = 0, math.exp(-lam), math.exp(-lam)
-    while 1.0 - cdf > 1e-12 and n < 200:
-        n += 1
-        pmf *= lam / n
+def _failure_budget(n: int, fail_rate: float) -> int:
+    """Failure epochs drawn per station for ``n`` parts: enough for 3x the file's failure rate
+    (and so 3x its mean busy time) with a Poisson tail below 1e-12. Runs check coverage and fail
+    loudly if it is ever short (for example when a variant triples a processing time)."""
+    lam = 3.0 * n * fail_rate
+    if lam > 100.0:  # beyond 10 standard deviations the Poisson tail is below 1e-20
+        return math.ceil(lam + 10.0 * math.sqrt(lam) + 10.0)
+    k, pmf, cdf = 0, math.exp(-lam), math.exp(-lam)
+    while 1.0 - cdf > 1e-12:
+        k += 1
+        pmf *= lam / k
         cdf += pmf
-    return max(1, n)
+    return max(4, k + 1)
 
 
 @jax.tree_util.register_dataclass
@@ -237,6 +243,7 @@ class SerialState:
     blocked: jax.Array
     produced: jax.Array  # (K,)
     last_out: jax.Array  # () departure time of the last part from the line
+    uncovered: jax.Array  # () chunks whose failure budget ran out (must stay 0)
 
 
 def _init_state(model: SerialModel) -> SerialState:
@@ -255,6 +262,7 @@ def _init_state(model: SerialModel) -> SerialState:
         blocked=jnp.zeros((k,), f),
         produced=jnp.zeros((k,), jnp.int32),
         last_out=jnp.asarray(0.0, f),
+        uncovered=jnp.asarray(0, jnp.int32),
     )
 
 
@@ -306,6 +314,7 @@ def _part(
         blocked=s.blocked + _overlap(comp_v, dep_v, lo, hi),
         produced=s.produced + ((comp_v > lo) & (comp_v <= hi)).astype(jnp.int32),
         last_out=out,
+        uncovered=s.uncovered,
     )
 
 
@@ -314,8 +323,9 @@ def _chunk(
 ) -> SerialState:
     k_s, k_d = jax.random.split(jax.random.fold_in(key, s.j))
     proc = _unit_samples(model, p, k_s, n) * p.mean
-    serv = proc + _downtime(model, p, k_d, proc)
-    down = serv - proc
+    down, covered = _downtime(model, p, k_d, proc)
+    serv = proc + down
+    s = replace(s, uncovered=s.uncovered + (~covered).astype(jnp.int32))
 
     def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, jax.Array]:
         # Parts beyond the horizon contribute nothing: every statistic is clipped to the window.
@@ -354,6 +364,11 @@ def run(
         first = np.asarray(s.d_prev[..., 0])
         if progress is not None:
             progress(float(np.min(np.minimum(first / horizon, 1.0))))
+        if np.any(np.asarray(s.uncovered)):
+            raise SimulationError(
+                "failure budget exceeded: a variant fails far more often than the line file "
+                "(more than 3x its processing time per MTBF); use the general engine for it"
+            )
         if np.all(first > horizon):
             return s
 
@@ -452,16 +467,23 @@ def throughput_of_means(
 
     ``(parts - warmup_parts) / (D_K(parts) - D_K(warmup_parts)) * 3600``. With the same ``key``
     (common random numbers) the sample path is fixed, so ``jax.grad`` gives the IPA gradient.
+    Failures enter as repair time per second of processing, drawn at the file's means and held
+    fixed on the path, so a longer processing time carries proportionally more repair time
+    (``E[S] = mean * (1 + mttr/mtbf)``); the chance that one more failure starts or ends a
+    blocking period is not differentiated (a first-order approximation on lines with failures).
     """
-    from dataclasses import replace
-
     k_s, k_d = jax.random.split(key)
     # Unit samples from the file's parameters: every family then scales with its mean.
     unit = _unit_samples(model, p, k_s, parts)
-    p = replace(p, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
+    base = p
     proc = unit * means
-    serv = proc + jax.lax.stop_gradient(_downtime(model, p, k_d, jax.lax.stop_gradient(proc)))
-    down = serv - proc
+    # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
+    # processing time then suffers proportionally more repair time, as E[S] = mean*(1 + mttr/mtbf).
+    proc0 = jax.lax.stop_gradient(unit * base.mean)
+    ratio = jax.lax.stop_gradient(_downtime(model, base, k_d, proc0)[0] / proc0)
+    p = replace(base, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
+    down = proc * ratio
+    serv = proc + down
 
     def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, jax.Array]:
         new = _part(model, p, s, x[0], x[1])
