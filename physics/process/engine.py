@@ -52,6 +52,7 @@ class State:
     ttf: jax.Array  # (N,) remaining busy time to failure (operation mode, clock stopped)
     rem: jax.Array  # (N,) remaining processing time of a part interrupted by a failure
     rel: jax.Array  # (N,) release time of the part held
+    blk: jax.Array  # (N,) when the server last became blocked (capacity-0 handoff order)
     dest: jax.Array  # (N,) destination output (probability routing)
     ring_t: jax.Array  # (B, R) entry times of the parts in each buffer (FIFO ring)
     ring_r: jax.Array  # (B, R) release times of those parts
@@ -162,6 +163,11 @@ class _Tables:
     sink_slots: tuple[int, ...]  # slots of stations without outgoing buffers
     keeps_dest: tuple[bool, ...]  # slot keeps a drawn destination (probability, > 1 output)
     keeps_rr: tuple[bool, ...]  # station keeps a round-robin pointer (> 1 output)
+    keeps_blk: tuple[bool, ...]  # slot may hand over through a capacity-0 link
+    # A capacity-0 link whose sender routes simply (one output, or a drawn destination): the
+    # receiver picks among its candidates by how long each is ready ("receiver decides"). Links
+    # out of round-robin or shortest-queue splits are handed over by the sender's push.
+    pulled_handoff: tuple[bool, ...]  # per buffer
     # positions in the event-candidate vector (None: that event never happens)
     pos_c: tuple[int, ...]
     pos_f: tuple[int | None, ...]
@@ -204,6 +210,15 @@ def _tables(model: Model) -> _Tables:
         conv = model.may_queue[e] and model.has_transit[e]
         pos_v.append(pos if conv else None)
         pos += conv
+    pulled = tuple(
+        model.may_handoff[e]
+        and (
+            len(model.outs[model.buf_src[e]]) == 1
+            or model.routing[model.buf_src[e]] == RoutingPolicy.PROBABILITY
+        )
+        for e in range(model.n_buffers)
+    )
+    blk = tuple(any(pulled[e] for e in model.outs[ss[k]]) for k in range(n))
     return _Tables(
         slot_station=ss,
         local=local,
@@ -214,6 +229,8 @@ def _tables(model: Model) -> _Tables:
         sink_slots=sink,
         keeps_dest=dest,
         keeps_rr=rr,
+        keeps_blk=blk,
+        pulled_handoff=pulled,
         pos_c=pos_c,
         pos_f=tuple(pos_f),
         pos_r=tuple(pos_r),
@@ -262,6 +279,7 @@ class _Lane:
     rem: OptTup
     ttf: OptTup
     dest: OptTup
+    blk: OptTup
     ring_t: tuple[Ring | None, ...]  # per queueing buffer, oldest first
     ring_r: tuple[Ring | None, ...]
     count: OptTup
@@ -397,7 +415,7 @@ class _Xfer:
         room = jnp.asarray(False)
         if m.may_queue[e]:
             room = room | ((cap > 0) & (self.cnt(e) < cap))
-        if m.may_handoff[e]:
+        if m.may_handoff[e] and not self.tb.pulled_handoff[e]:
             room = room | ((cap == 0) & self.idle_any(m.buf_dst[e]))
         return room
 
@@ -452,7 +470,7 @@ class _Xfer:
                     self.ring_t[e] = _ring_push(rt, c, enq, t)
                     self.ring_r[e] = _ring_push(rr_, c, enq, rel)
                     self.count[e] = c + enq.astype(_I32)
-                if m.may_handoff[e]:
+                if m.may_handoff[e] and not self.tb.pulled_handoff[e]:
                     hand = go_k & (cap == 0)
                     free = jnp.asarray(True)  # the first idle server of the target takes it
                     for tn in m.slots(m.buf_dst[e]):
@@ -475,19 +493,39 @@ class _Xfer:
                 self.start(n, idles[k], t)
             self.wip = self.wip + _count(idles)
             return
-        if not queued and q < 0:
-            return  # only direct-handoff inputs: upstream pushes start these servers
+        handed = [e for e in m.ins[j] if self.tb.pulled_handoff[e]]
+        if not queued and not handed and q < 0:
+            return  # only inputs from splits that hand over by push
         for n in m.slots(j):
             idle = self.idle(n)
             avail, ready, rels = [], [], []
-            for e in queued:
-                rt = self.head_ready(e)
-                ok = (self.cnt(e) > 0) & (rt <= t)
-                ring_r = self.ring_r[e]
-                assert ring_r is not None
-                avail.append(ok)
-                ready.append(jnp.where(ok, rt, INF))
-                rels.append(ring_r[0])
+            kinds: list[tuple[str, int, int]] = []  # ("q", buffer, 0) or ("h", buffer, slot)
+            for e in m.ins[j]:  # file order: ties go to the input listed first
+                if m.may_queue[e]:
+                    rt = self.head_ready(e)
+                    ok = (self.cnt(e) > 0) & (rt <= t)
+                    if m.may_handoff[e]:
+                        ok = ok & (self.p.capacity[e] > 0)
+                    ring_r = self.ring_r[e]
+                    assert ring_r is not None
+                    avail.append(ok)
+                    ready.append(jnp.where(ok, rt, INF))
+                    rels.append(ring_r[0])
+                    kinds.append(("q", e, 0))
+                if self.tb.pulled_handoff[e]:
+                    u = m.buf_src[e]
+                    for un in m.slots(u):
+                        ok = (self.st[un] == BLOCKED) & (self.p.capacity[e] == 0)
+                        if self.tb.keeps_dest[un]:
+                            d = self.lane.dest[un]
+                            assert d is not None
+                            ok = ok & (d == m.outs[u].index(e))
+                        since = self.lane.blk[un]
+                        assert since is not None
+                        avail.append(ok)
+                        ready.append(jnp.where(ok, since, INF))
+                        rels.append(self.rel[un])
+                        kinds.append(("h", e, un))
             if q >= 0:
                 ok = self.q_count[q] > 0
                 at = self.lane.q_t[q][self.q_head[q]]
@@ -496,18 +534,22 @@ class _Xfer:
                 rels.append(at)
             c = jnp.asarray(0) if len(ready) == 1 else jnp.argmin(jnp.stack(ready))
             take = idle & _any(avail)
-            for k, e in enumerate(queued):
+            rel = _pick(rels, c)  # read before the sender lets go of its part
+            for k, (kind, e, un) in enumerate(kinds):
                 pk = take & (c == k)
+                if kind == "h":  # the blocked sender hands its part over and becomes idle
+                    self.st[un] = jnp.where(pk, IDLE, self.st[un])
+                    continue
                 ring_t, ring_r, cnt = self.ring_t[e], self.ring_r[e], self.count[e]
                 assert ring_t is not None and ring_r is not None and cnt is not None
                 self.ring_t[e] = _ring_pop(ring_t, pk)
                 self.ring_r[e] = _ring_pop(ring_r, pk)
                 self.count[e] = cnt - pk.astype(_I32)
             if q >= 0:
-                pk = take & (c == len(queued))
+                pk = take & (c == len(kinds))
                 self.q_head[q] = (self.q_head[q] + pk.astype(_I32)) % m.queue
                 self.q_count[q] = self.q_count[q] - pk.astype(_I32)
-            self.start(n, take, _pick(rels, c))
+            self.start(n, take, rel)
 
     def can_move(self) -> jax.Array:
         """Whether another pass could move a part (exact, so the loop ends)."""
@@ -657,6 +699,7 @@ def _init_lane(model: Model, p: Params, key: jax.Array) -> _Lane:
         rem=tuple(zero_f if fl[k] else None for k in range(n)),
         ttf=tuple(ttf0[k] if tb.op_mode[k] else None for k in range(n)),
         dest=tuple(zero_i if tb.keeps_dest[k] else None for k in range(n)),
+        blk=tuple(zero_f if tb.keeps_blk[k] else None for k in range(n)),
         ring_t=tuple(ring if mq else None for mq in model.may_queue),
         ring_r=tuple(ring if mq else None for mq in model.may_queue),
         count=tuple(zero_i if mq else None for mq in model.may_queue),
@@ -734,6 +777,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         list(s.ttf),
     )
     dest = list(s.dest)
+    blk = list(s.blk)
     done_w, scrap_w, m_cs, scraps = [], [], [], []
     w_cdf: dict[int, jax.Array] = {}
     for k in range(n):
@@ -747,6 +791,9 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         done_w.append(done & in_window)
         scrap_w.append(scrap & in_window)
         st[k] = jnp.where(scrap, IDLE, jnp.where(done, BLOCKED, st[k]))
+        b = blk[k]
+        if b is not None:
+            blk[k] = jnp.where(done, t, b)
         d = dest[k]
         if d is not None:
             if i not in w_cdf:
@@ -814,7 +861,8 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
 
     s = replace(
         s,
-        now=t,
+        # after the last event at or before the horizon, `now` steps just past it: the lane is done
+        now=jnp.where(fire, t, jnp.nextafter(p.horizon, INF)),
         acc=acc,
         wip_int=wip_int,
         key=key,
@@ -827,6 +875,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         ttf=tuple(ttf),
         rem=tuple(rem),
         dest=tuple(dest),
+        blk=tuple(blk),
         q_t=tuple(q_t),
         q_count=tuple(q_count),
         next_arr=tuple(next_arr),
@@ -874,6 +923,7 @@ def _export(model: Model, s: _Lane, lt_hist: jax.Array) -> State:
         rem=vec(s.rem, 0.0, _F64),
         rel=vec(s.rel, 0.0, _F64),
         dest=vec(s.dest, 0, _I32),
+        blk=vec(s.blk, 0.0, _F64),
         ring_t=rows(s.ring_t, model.ring),
         ring_r=rows(s.ring_r, model.ring),
         head=jnp.zeros((model.n_buffers,), _I32),
@@ -928,6 +978,7 @@ def _import(model: Model, s: State) -> _Lane:
         rem=opt(s.rem, tb.fails),
         ttf=opt(s.ttf, tb.op_mode),
         dest=tuple(None if x is None else x.astype(_I32) for x in opt(s.dest, tb.keeps_dest)),
+        blk=opt(s.blk, tb.keeps_blk),
         ring_t=tuple(rebase(s.ring_t, e) if mq[e] else None for e in range(model.n_buffers)),
         ring_r=tuple(rebase(s.ring_r, e) if mq[e] else None for e in range(model.n_buffers)),
         count=tuple(None if x is None else x.astype(_I32) for x in opt(s.count, mq)),
@@ -981,11 +1032,11 @@ def _chunk_batch(
     step_v = jax.vmap(partial(_step_event, model))
 
     def cond(c: tuple[jax.Array, _Lane, jax.Array]) -> jax.Array:
-        return (c[0] < chunk) & jnp.any(c[1].now < p.horizon)
+        return (c[0] < chunk) & jnp.any(c[1].now <= p.horizon)
 
     def body(c: tuple[jax.Array, _Lane, jax.Array]) -> tuple[jax.Array, _Lane, jax.Array]:
         k, s, leads = c
-        live = s.now < p.horizon
+        live = s.now <= p.horizon  # events exactly at the horizon still count
         new, ctx = step_v(p, s)
         new, lead = _transfer(model, p, new, ctx, batched=True)
 
@@ -1031,7 +1082,7 @@ def run(
         s, hist = _chunk_batch(model, chunk, params, s, hist)
         now = np.asarray(s.now)
         if progress is not None:
-            progress(float(np.min(now / horizon)))
-        if np.all(now >= horizon):
+            progress(float(np.min(np.minimum(now / horizon, 1.0))))
+        if np.all(now > horizon):
             out: State = _export_batch(model, s, hist)
             return out
