@@ -87,8 +87,65 @@ def percentile_from_hist(hist: NDArray[np.int64], q: float) -> F:
     return out
 
 
+def assemble(
+    *,
+    station_ids: tuple[str, ...],
+    window: F,
+    fractions: dict[str, F],
+    servers: F,
+    pt_mean: F,
+    delivered: NDArray[np.int64],
+    wip_int: F,
+    lt_sum: F,
+    lt_hist: NDArray[np.int64],
+    produced: NDArray[np.int64],
+    scrapped: NDArray[np.int64],
+    completions: NDArray[np.int64],
+    events: NDArray[np.int64],
+    lost: NDArray[np.int64],
+) -> RunKPIs:
+    """The KPIs from a run's window totals: the one place their definitions live.
+
+    ``fractions`` holds busy, blocked, starved and down, each (V, S); ``servers`` and ``pt_mean``
+    are (V, S); ``window`` is (V,) seconds.
+    """
+    busy, blocked, starved, down = (fractions[k] for k in ("busy", "blocked", "starved", "down"))
+    avail = 1.0 - down
+    made = produced + scrapped
+    with np.errstate(invalid="ignore", divide="ignore"):
+        perf = np.where(avail > 0, pt_mean * made / (servers * window[:, None] * avail), 0.0)
+        qual = np.where(made > 0, produced / np.maximum(made, 1), 1.0)
+        lt_mean = np.where(delivered > 0, lt_sum / np.maximum(delivered, 1), np.nan)
+    n_st = len(station_ids)
+    # active share: busy or down; ties go to the first station in the file
+    bottleneck = np.argmax(busy + down - 1e-12 * np.arange(n_st), axis=1)
+    return RunKPIs(
+        station_ids=station_ids,
+        window_s=window,
+        throughput_per_hour=delivered / window * 3600.0,
+        wip=wip_int / window,
+        lead_time_mean=lt_mean,
+        lead_time_p95=percentile_from_hist(lt_hist, 0.95),
+        delivered=delivered,
+        busy=busy,
+        blocked=blocked,
+        starved=starved,
+        down=down,
+        produced=produced,
+        scrapped=scrapped,
+        oee=avail * perf * qual,
+        availability=avail,
+        performance=perf,
+        quality=qual,
+        bottleneck=bottleneck.astype(np.int64),
+        completions=completions,
+        events=events,
+        lost_arrivals=lost,
+    )
+
+
 def compute(model: Model, state: Any, params: Any) -> RunKPIs:
-    """KPIs of a batched final state (arrays with a leading batch axis)."""
+    """KPIs of a batched final state of the general engine (arrays with a leading batch axis)."""
 
     def get(a: Any) -> NDArray[Any]:
         return np.asarray(a)  # one host transfer per field
@@ -97,47 +154,25 @@ def compute(model: Model, state: Any, params: Any) -> RunKPIs:
     v = get(state.now).shape[0]
     window = np.broadcast_to(horizon - warmup, (v,)).astype(np.float64)
     servers = np.broadcast_to(get(params.servers), (v, model.n_stations)).astype(np.float64)
-    delivered = get(state.delivered).astype(np.int64)
     acc = get(state.acc)  # (V, N, 4)
-    ss = np.asarray(model.slot_station)
     per = np.zeros((v, model.n_stations, 4))
-    for slot, station in enumerate(ss):
+    for slot, station in enumerate(model.slot_station):
         per[:, station] += acc[:, slot]
-    denom = servers * window[:, None]
-    frac = per / denom[:, :, None]
-    produced = get(state.produced).astype(np.int64)
-    scrapped = get(state.scrapped).astype(np.int64)
-    busy, blocked, starved, down = (frac[:, :, k] for k in (BUSY, BLOCKED, IDLE, DOWN))
-    pt_mean = np.broadcast_to(get(params.pt_mean), (v, model.n_stations))
-    avail = 1.0 - down
-    made = produced + scrapped
-    with np.errstate(invalid="ignore", divide="ignore"):
-        perf = np.where(avail > 0, pt_mean * made / (servers * window[:, None] * avail), 0.0)
-        qual = np.where(made > 0, produced / np.maximum(made, 1), 1.0)
-        lt_mean = np.where(delivered > 0, get(state.lt_sum) / np.maximum(delivered, 1), np.nan)
-    oee = avail * perf * qual
-    active = busy + down
-    bottleneck = np.argmax(active - 1e-12 * np.arange(model.n_stations), axis=1)
-    return RunKPIs(
+    frac = per / (servers * window[:, None])[:, :, None]
+    names = {"busy": BUSY, "blocked": BLOCKED, "starved": IDLE, "down": DOWN}
+    return assemble(
         station_ids=model.station_ids,
-        window_s=window,
-        throughput_per_hour=delivered / window * 3600.0,
-        wip=get(state.wip_int) / window,
-        lead_time_mean=lt_mean,
-        lead_time_p95=percentile_from_hist(get(state.lt_hist), 0.95),
-        delivered=delivered,
-        busy=busy,
-        blocked=blocked,
-        starved=starved,
-        down=down,
-        produced=produced,
-        scrapped=scrapped,
-        oee=oee,
-        availability=avail,
-        performance=perf,
-        quality=qual,
-        bottleneck=bottleneck.astype(np.int64),
+        window=window,
+        fractions={k: frac[:, :, i] for k, i in names.items()},
+        servers=servers,
+        pt_mean=np.broadcast_to(get(params.pt_mean), (v, model.n_stations)),
+        delivered=get(state.delivered).astype(np.int64),
+        wip_int=get(state.wip_int),
+        lt_sum=get(state.lt_sum),
+        lt_hist=get(state.lt_hist),
+        produced=get(state.produced).astype(np.int64),
+        scrapped=get(state.scrapped).astype(np.int64),
         completions=get(state.completions).astype(np.int64),
         events=get(state.n_events).astype(np.int64),
-        lost_arrivals=get(state.lost).astype(np.int64),
+        lost=get(state.lost).astype(np.int64),
     )

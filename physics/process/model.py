@@ -263,12 +263,17 @@ def build(
     return model, params
 
 
-def with_horizon(params: Params, *, hours: float, warmup_hours: float = 0.0) -> Params:
-    """Parameters with the run's horizon and warm-up set (both in hours here, seconds inside)."""
-    if hours <= 0 or warmup_hours < 0 or warmup_hours >= hours:
+def check_horizon(hours: float, warmup_hours: float) -> None:
+    """Raise :class:`SimulationError` unless ``0 <= warmup_hours < hours``."""
+    if not (hours > 0 and 0 <= warmup_hours < hours):
         raise SimulationError(
             f"need 0 <= warmup_hours < hours, got hours={hours}, warmup_hours={warmup_hours}"
         )
+
+
+def with_horizon(params: Params, *, hours: float, warmup_hours: float = 0.0) -> Params:
+    """Parameters with the run's horizon and warm-up set (both in hours here, seconds inside)."""
+    check_horizon(hours, warmup_hours)
     return params.replace(
         horizon=jnp.asarray(hours * 3600.0, dtype=jnp.float64),
         warmup=jnp.asarray(warmup_hours * 3600.0, dtype=jnp.float64),

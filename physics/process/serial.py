@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physics.process import kpi
-from physics.process.model import LT_BINS, LT_EDGES
+from physics.process.model import LT_BINS, LT_EDGES, check_horizon
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
 
@@ -394,39 +394,28 @@ def kpis_of(model: SerialModel, p: SerialParams, s: SerialState, spec: LineSpec)
     busy = g(s.busy)[:, inv] / window[:, None]
     down = g(s.down)[:, inv] / window[:, None]
     blocked = g(s.blocked)[:, inv] / window[:, None]
-    starved = np.clip(1.0 - busy - down - blocked, 0.0, 1.0)
     produced = g(s.produced)[:, inv].astype(np.int64)
-    scrapped = np.zeros_like(produced)
-    delivered = g(s.delivered).astype(np.int64)
-    pt_mean = np.broadcast_to(g(p.mean)[..., inv], busy.shape)
-    avail = 1.0 - down
-    with np.errstate(invalid="ignore", divide="ignore"):
-        perf = np.where(avail > 0, pt_mean * produced / (window[:, None] * avail), 0.0)
-        lt_mean = np.where(delivered > 0, g(s.lt_sum) / np.maximum(delivered, 1), np.nan)
-    n_st = busy.shape[1]
-    zeros = np.zeros(v, dtype=np.int64)
-    return kpi.RunKPIs(
+    parts = g(s.j).astype(np.int64) * len(model.kinds)
+    return kpi.assemble(
         station_ids=tuple(st.id for st in spec.stations),
-        window_s=window,
-        throughput_per_hour=delivered / window * 3600.0,
-        wip=g(s.wip_int) / window,
-        lead_time_mean=lt_mean,
-        lead_time_p95=kpi.percentile_from_hist(g(s.lt_hist), 0.95),
-        delivered=delivered,
-        busy=busy,
-        blocked=blocked,
-        starved=starved,
-        down=down,
+        window=window,
+        fractions={
+            "busy": busy,
+            "blocked": blocked,
+            "starved": np.clip(1.0 - busy - down - blocked, 0.0, 1.0),
+            "down": down,
+        },
+        servers=np.ones_like(busy),
+        pt_mean=np.broadcast_to(g(p.mean)[..., inv], busy.shape),
+        delivered=g(s.delivered).astype(np.int64),
+        wip_int=g(s.wip_int),
+        lt_sum=g(s.lt_sum),
+        lt_hist=g(s.lt_hist),
         produced=produced,
-        scrapped=scrapped,
-        oee=avail * perf,
-        availability=avail,
-        performance=perf,
-        quality=np.ones_like(busy),
-        bottleneck=np.argmax(busy + down - 1e-12 * np.arange(n_st), axis=1).astype(np.int64),
-        completions=g(s.j).astype(np.int64) * n_st,
-        events=g(s.j).astype(np.int64) * n_st,
-        lost_arrivals=zeros,
+        scrapped=np.zeros_like(produced),
+        completions=parts,
+        events=parts,
+        lost=np.zeros(v, dtype=np.int64),
     )
 
 
@@ -451,10 +440,7 @@ def simulate_kpis(
 
 
 def _with_horizon(p: SerialParams, hours: float, warmup_hours: float) -> SerialParams:
-    if hours <= 0 or warmup_hours < 0 or warmup_hours >= hours:
-        raise SimulationError(f"need 0 <= warmup_hours < hours, got {hours}, {warmup_hours}")
-    from dataclasses import replace
-
+    check_horizon(hours, warmup_hours)
     return replace(
         p, horizon=jnp.asarray(hours * 3600.0), warmup=jnp.asarray(warmup_hours * 3600.0)
     )
