@@ -1216,7 +1216,7 @@ def test_twin_validate_reports_problems_without_a_traceback(tmp_path: Path) -> N
         f"{bad}:8 buffers[0].to: unknown station 'm9'",
     ]
     assert result.stdout.splitlines() == [
-        f"{good}: ok: line 'two-station', 2 stations, 1 buffers (0 conveyors), 0 timed sources"
+        f"{good}: ok: line 'two-station', 2 stations, 1 buffer(s) (0 conveyors), 0 timed sources"
     ]
 
 
