@@ -30,6 +30,7 @@ from physics.process.model import (
     Model,
     Params,
 )
+from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, RoutingPolicy
 
 INF = jnp.inf
@@ -865,7 +866,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         now=jnp.where(fire, t, jnp.nextafter(p.horizon, INF)),
         acc=acc,
         wip_int=wip_int,
-        key=key,
+        key=jnp.where(fire, key, s.key),  # a step past the horizon draws nothing
         n_events=s.n_events + fire.astype(_I32),
         st=tuple(st),
         prev=tuple(prev),
@@ -1083,6 +1084,47 @@ def run(
         now = np.asarray(s.now)
         if progress is not None:
             progress(float(np.min(np.minimum(now / horizon, 1.0))))
+        if np.all(now > horizon):
+            out: State = _export_batch(model, s, hist)
+            return out
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _import_batch(model: Model, s: State) -> tuple[_Lane, jax.Array]:
+    return jax.vmap(partial(_import, model))(s), s.lt_hist
+
+
+def advance(
+    model: Model,
+    params: Params,
+    state: State,
+    *,
+    until_s: float | jax.Array,
+    chunk: int = 2048,
+    progress: Callable[[float], None] | None = None,
+) -> State:
+    """Continue a batch of runs from ``state`` up to simulated time ``until_s`` (seconds; a scalar
+    or one per lane), processing every event at or before it, and return the new state.
+
+    This is how a live twin steps the core to a given time. ``state`` may be any batched
+    :class:`State`: one returned by :func:`run` or :func:`advance`, or one edited to match an
+    observed line (machine states, buffer contents, counters). Statistics keep accumulating over
+    ``(params.warmup, until_s]``. Advancing to t1 and then to t2 replays exactly the events of a
+    single run to t2.
+    """
+    v = state.now.shape[0]
+    until = jnp.broadcast_to(jnp.asarray(until_s, dtype=_F64), (v,))
+    if bool(np.any(np.asarray(until) < np.asarray(state.now))):
+        raise SimulationError("advance(): until_s is earlier than the state's time")
+    # a lane that stopped just past an earlier horizon resumes from that horizon
+    p = params.replace(horizon=until)
+    s, hist = _import_batch(model, state)
+    horizon = np.asarray(until)
+    while True:
+        s, hist = _chunk_batch(model, chunk, p, s, hist)
+        now = np.asarray(s.now)
+        if progress is not None:
+            progress(float(np.min(np.minimum(now / np.maximum(horizon, 1e-300), 1.0))))
         if np.all(now > horizon):
             out: State = _export_batch(model, s, hist)
             return out
