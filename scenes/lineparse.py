@@ -794,12 +794,3 @@ def _type_name(value: Any) -> str:
 
 def _fmt(v: float) -> str:
     return f"{v:g}"
-
-
-def problems_of(fn: Callable[[], Any]) -> list[Problem]:
-    """Run ``fn`` and return the problems of the :class:`LineFileError` it raises (for tests)."""
-    try:
-        fn()
-    except LineFileError as exc:
-        return exc.problems
-    return []

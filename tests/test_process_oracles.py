@@ -185,3 +185,15 @@ def test_same_seed_same_result_and_crn() -> None:
     assert a.kpis.delivered.tolist() == b.kpis.delivered.tolist()
     c = api.simulate(spec, hours=5, replications=3, seed=6, engine_name="general")
     assert a.kpis.delivered.tolist() != c.kpis.delivered.tolist()
+
+
+def test_evaluate_rejects_unbatched_or_unset_params() -> None:
+    from scenes.errors import SimulationError
+
+    model, params = build(parse_line(DET))
+    with pytest.raises(SimulationError, match="batched"):
+        api.evaluate(model, with_horizon(params, hours=1))
+    with pytest.raises(SimulationError, match="horizon not set"):
+        api.evaluate(model, api.batch_params(params, 2))
+    with pytest.raises(SimulationError, match="warmup_hours"):
+        with_horizon(params, hours=1, warmup_hours=1)

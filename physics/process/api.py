@@ -121,12 +121,9 @@ def evaluate(
     Returns KPIs with V*R rows, variant-major (row ``v * R + r``). Horizon and warm-up come from
     the parameters (:func:`physics.process.model.with_horizon`), and may differ per variant.
     """
-    leaves = jax.tree.leaves(params)
-    if not leaves or leaves[0].ndim == 0:
-        raise SimulationError("evaluate() needs batched params with a leading variant axis")
-    n_var = int(jax.tree.leaves(params.horizon)[0].shape[0]) if params.horizon.ndim else 0
-    if n_var == 0:
+    if params.horizon.ndim != 1 or params.horizon.shape[0] == 0:
         raise SimulationError("evaluate() needs batched params (use batch_params or stack_params)")
+    n_var = int(params.horizon.shape[0])
     if np.any(np.asarray(params.horizon) <= 0):
         raise SimulationError("horizon not set: use physics.process.model.with_horizon")
     keys = replication_keys(seed, n_var, replications, crn=crn)
