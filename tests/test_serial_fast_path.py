@@ -138,6 +138,12 @@ def test_cli_json_is_one_object() -> None:
     assert set(st) >= {"busy", "blocked", "starved", "down", "produced", "scrapped"}
     assert st["busy"] + st["blocked"] + st["starved"] + st["down"] == pytest.approx(1.0, abs=1e-6)
     assert doc["bottleneck"] in doc["stations"]
+    reps = doc["per_replication"]
+    assert [r["replication"] for r in reps] == [0, 1, 2, 3]
+    tps = [r["throughput_per_hour"] for r in reps]
+    assert sum(tps) / 4 == pytest.approx(doc["throughput_per_hour"]["mean"], rel=1e-12)
+    assert len(set(tps)) > 1  # independent replications differ
+    assert all(r["bottleneck"] in doc["stations"] for r in reps)
 
 
 def test_cli_table_and_bad_input(tmp_path: object) -> None:

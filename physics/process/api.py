@@ -213,6 +213,24 @@ class SimulationResult:
             "delivered": {"mean": float(np.mean(k.delivered))},
             "stations": stations,
             "lost_arrivals": int(np.sum(k.lost_arrivals)),
+            "per_replication": [self._replication(r) for r in range(k.n)],
+        }
+
+    def _replication(self, r: int) -> dict[str, Any]:
+        k = self.kpis
+        oee = {name: float(v[r]) for name, v in k.line_oee().items()}
+
+        def num(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
+        return {
+            "replication": r,
+            "throughput_per_hour": float(k.throughput_per_hour[r]),
+            "wip": float(k.wip[r]),
+            "lead_time_s": {"mean": num(k.lead_time_mean[r]), "p95": num(k.lead_time_p95[r])},
+            "oee": oee,
+            "bottleneck": k.station_ids[int(k.bottleneck[r])],
+            "delivered": int(k.delivered[r]),
         }
 
 
