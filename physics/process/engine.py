@@ -18,23 +18,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtri
 
+from physics.process.dists import sample
 from physics.process.model import (
     BLOCKED,
     BUSY,
     DOWN,
     IDLE,
     LT_BINS,
-    LT_EDGES,
     Model,
     Params,
+    lt_bins,
 )
 from scenes.errors import SimulationError
-from scenes.spec import DistKind, FailureMode, RoutingPolicy
+from scenes.spec import FailureMode, RoutingPolicy
 
 INF = jnp.inf
-_LT_EDGES = jnp.asarray(LT_EDGES)
 
 
 @jax.tree_util.register_dataclass
@@ -79,45 +78,13 @@ class State:
 
 
 # -- sampling -------------------------------------------------------------------------------------
-def _sample(
-    kind: DistKind,
-    u: jax.Array,
-    key: jax.Array,
-    mean: jax.Array,
-    cv: jax.Array,
-    low: jax.Array,
-    high: jax.Array,
-    values: jax.Array,
-    nvalues: jax.Array,
-) -> jax.Array:
-    """Draw times of one distribution family from uniforms ``u`` (inverse CDF where closed)."""
-    u = jnp.clip(u, 1e-12, 1.0 - 1e-12)
-    match kind:
-        case DistKind.DETERMINISTIC:
-            return jnp.broadcast_to(mean, u.shape)
-        case DistKind.EXPONENTIAL:
-            return -mean * jnp.log1p(-u)
-        case DistKind.LOGNORMAL:
-            s2 = jnp.log1p(cv * cv)
-            return jnp.exp(jnp.log(mean) - s2 / 2 + jnp.sqrt(s2) * ndtri(u))
-        case DistKind.GAMMA:
-            shape = 1.0 / (cv * cv)
-            return jax.random.gamma(key, shape, u.shape, dtype=jnp.float64) * mean * cv * cv
-        case DistKind.UNIFORM:
-            return low + (high - low) * u
-        case DistKind.EMPIRICAL:
-            k = jnp.minimum((u * nvalues).astype(jnp.int32), nvalues - 1)
-            return values[k]
-    raise AssertionError(kind)  # pragma: no cover
-
-
 def _process_times(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax.Array:
     """One processing-time draw for every server slot (a slot starts at most one part a step)."""
     parts = []
     for i, kind in enumerate(model.kinds):
         sl = slice(model.offsets[i], model.offsets[i] + model.max_servers[i])
         parts.append(
-            _sample(
+            sample(
                 kind,
                 u[sl],
                 jax.random.fold_in(key, i),
@@ -134,7 +101,7 @@ def _process_times(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax
 
 def _interarrivals(model: Model, p: Params, u: jax.Array, key: jax.Array) -> jax.Array:
     out = [
-        _sample(
+        sample(
             kind,
             u[q : q + 1],
             jax.random.fold_in(key, 1000 + q),
@@ -1061,10 +1028,6 @@ def _import(model: Model, s: State) -> _Lane:
     )
 
 
-def _lt_bins(lead: jax.Array) -> jax.Array:
-    return jnp.clip(jnp.searchsorted(_LT_EDGES, lead) - 1, 0, LT_BINS - 1)
-
-
 def init(model: Model, p: Params, key: jax.Array) -> State:
     """The empty line at time 0, after its first transfer phase (saturated stations start)."""
     return _export(model, _init_lane(model, p, key), jnp.zeros((LT_BINS,), _I32))
@@ -1074,7 +1037,7 @@ def step(model: Model, p: Params, s: State) -> State:
     """Advance to the next event (or to the horizon, if none comes before it) and apply it."""
     lane, lead = _step_lane(model, p, _import(model, s))
     valid = ~jnp.isnan(lead)
-    hist = s.lt_hist.at[_lt_bins(lead)].add(valid.astype(s.lt_hist.dtype))
+    hist = s.lt_hist.at[lt_bins(lead)].add(valid.astype(s.lt_hist.dtype))
     return _export(model, lane, hist)
 
 
@@ -1124,7 +1087,7 @@ def _chunk_batch(
     _, s, leads = jax.lax.while_loop(cond, body, (jnp.asarray(0, _I32), s, leads0))
     valid = ~jnp.isnan(leads)
     lane = jnp.broadcast_to(jnp.arange(v, dtype=_I32)[None, :, None], leads.shape)
-    hist = hist.at[lane, _lt_bins(leads)].add(valid.astype(hist.dtype))
+    hist = hist.at[lane, lt_bins(leads)].add(valid.astype(hist.dtype))
     return s, hist
 
 

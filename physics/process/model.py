@@ -30,6 +30,11 @@ LT_BINS = 480
 LT_EDGES = np.geomspace(1e-2, 1e8, LT_BINS + 1)
 
 
+def lt_bins(lead: jax.Array) -> jax.Array:
+    """Histogram bin of each lead time (s) on ``LT_EDGES``, clipped to the first and last bins."""
+    return jnp.clip(jnp.searchsorted(jnp.asarray(LT_EDGES), lead) - 1, 0, LT_BINS - 1)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Model:
     """Static structure of a line. Tuples only, so the model is hashable.

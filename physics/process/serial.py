@@ -28,11 +28,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physics.process import kpi
-from physics.process.model import LT_BINS, LT_EDGES, check_horizon
+from physics.process.dists import sample
+from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
 
-_LT_EDGES = jnp.asarray(LT_EDGES)
 NEG = -jnp.inf
 
 
@@ -153,29 +153,22 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
     """(n, K) processing times divided by their means: the random part, independent of the means
     for scale families, so that gradients with respect to the means are pathwise."""
     k_u, k_g = jax.random.split(key)
-    u = jnp.clip(
-        jax.random.uniform(k_u, (n, len(model.kinds)), dtype=jnp.float64), 1e-12, 1 - 1e-12
-    )
-    cols = []
-    for k, kind in enumerate(model.kinds):
-        uk = u[:, k]
-        match kind:
-            case DistKind.DETERMINISTIC:
-                z = jnp.ones_like(uk)
-            case DistKind.EXPONENTIAL:
-                z = -jnp.log1p(-uk)
-            case DistKind.LOGNORMAL:
-                s2 = jnp.log1p(p.cv[k] ** 2)
-                z = jnp.exp(-s2 / 2 + jnp.sqrt(s2) * jax.scipy.special.ndtri(uk))
-            case DistKind.GAMMA:
-                a = 1.0 / p.cv[k] ** 2
-                z = jax.random.gamma(jax.random.fold_in(k_g, k), a, (n,), dtype=jnp.float64) / a
-            case DistKind.UNIFORM:
-                z = (p.low[k] + (p.high[k] - p.low[k]) * uk) / p.mean[k]
-            case DistKind.EMPIRICAL:
-                i = jnp.minimum((uk * p.nvalues[k]).astype(jnp.int32), p.nvalues[k] - 1)
-                z = p.values[k, i] / p.mean[k]
-        cols.append(z)
+    u = jax.random.uniform(k_u, (n, len(model.kinds)), dtype=jnp.float64)
+    cols = [
+        sample(
+            kind,
+            u[:, k],
+            jax.random.fold_in(k_g, k),
+            p.mean[k],
+            p.cv[k],
+            p.low[k],
+            p.high[k],
+            p.values[k],
+            p.nvalues[k],
+        )
+        / p.mean[k]
+        for k, kind in enumerate(model.kinds)
+    ]
     return jnp.stack(cols, axis=1)
 
 
@@ -335,7 +328,7 @@ def _chunk(
         return new, jnp.where(counted, out - new.start_hist[0, s.j % model.ring], jnp.nan)
 
     s, leads = jax.lax.scan(body, s, (serv, down))
-    bins = jnp.clip(jnp.searchsorted(_LT_EDGES, leads) - 1, 0, LT_BINS - 1)
+    bins = lt_bins(leads)
     return replace(s, lt_hist=s.lt_hist.at[bins].add(jnp.isfinite(leads).astype(jnp.int32)))
 
 
