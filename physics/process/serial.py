@@ -225,7 +225,7 @@ def _failure_budget(n: int, fail_rate: float) -> int:
 class SerialState:
     j: jax.Array  # () parts started at station 1 so far
     d_prev: jax.Array  # (K,) departure of the previous part from each station
-    start_hist: jax.Array  # (K, ring) start times of recent parts, indexed by part number % ring
+    starts: jax.Array  # (K, ring - 1) start times of the last parts, newest first (-inf: none)
     # window statistics, as in engine.State
     delivered: jax.Array
     lt_sum: jax.Array
@@ -245,7 +245,7 @@ def _init_state(model: SerialModel) -> SerialState:
     return SerialState(
         j=jnp.asarray(0, jnp.int32),
         d_prev=jnp.zeros((k,), f),
-        start_hist=jnp.full((k, model.ring), NEG, f),
+        starts=jnp.full((k, model.ring - 1), NEG, f),
         delivered=jnp.asarray(0, jnp.int32),
         lt_sum=jnp.asarray(0.0, f),
         lt_hist=jnp.zeros((LT_BINS,), jnp.int32),
@@ -263,81 +263,125 @@ def _overlap(a: jax.Array, b: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Ar
     return jnp.maximum(0.0, jnp.minimum(b, hi) - jnp.maximum(a, lo))
 
 
-def _part(
-    model: SerialModel, p: SerialParams, s: SerialState, serv: jax.Array, down: jax.Array
-) -> SerialState:
-    """Push one part through the line: ``serv`` (K,) service times including ``down`` (K,)."""
-    n_st = len(model.kinds)
-    lo, hi = p.warmup, p.horizon
-    j = s.j
-    ring_pos = jnp.arange(model.ring)
-    d_new, starts, comps = [], [], []
-    avail: jax.Array = jnp.asarray(NEG)
-    for k in range(n_st):
-        start = s.d_prev[k] if k == 0 else jnp.maximum(avail, s.d_prev[k])
-        c = start + serv[k]
-        if k + 1 < n_st:
-            b = p.capacity[k]
-            hot = ring_pos == (j - b) % model.ring  # one-hot read: no gather under vmap
-            nxt_start = jnp.max(jnp.where(hot, s.start_hist[k + 1], NEG))
-            x = jnp.where(b == 0, s.d_prev[k + 1], jnp.where(j - b >= 0, nxt_start, NEG))
-            d = jnp.maximum(c, x)
-            avail = d + p.transit[k]
-        else:
-            d = c
-        starts.append(start)
-        comps.append(c)
-        d_new.append(d)
-    start_v, comp_v, dep_v = jnp.stack(starts), jnp.stack(comps), jnp.stack(d_new)
-    run = _overlap(start_v, comp_v, lo, hi)
-    frac_down = jnp.where(serv > 0, down / serv, 0.0)
-    out, rel = dep_v[-1], start_v[0]
-    in_win = (out > lo) & (out <= hi)
-    lead = out - rel
-    return SerialState(
-        j=j + 1,
-        d_prev=dep_v,
-        start_hist=jnp.where(ring_pos == j % model.ring, start_v[:, None], s.start_hist),
-        delivered=s.delivered + in_win.astype(jnp.int32),
-        lt_sum=s.lt_sum + jnp.where(in_win, lead, 0.0),
-        lt_hist=s.lt_hist,  # updated once per chunk, from the scan's outputs
-        wip_int=s.wip_int + _overlap(rel, out, lo, hi),
-        busy=s.busy + run * (1.0 - frac_down),
-        down=s.down + run * frac_down,
-        blocked=s.blocked + _overlap(comp_v, dep_v, lo, hi),
-        produced=s.produced + ((comp_v > lo) & (comp_v <= hi)).astype(jnp.int32),
-        last_out=out,
-        uncovered=s.uncovered,
-    )
+@dataclass(frozen=True, slots=True)
+class _Links:
+    """What the recursion needs of each link k -> k+1, lanes last: ``(K - 1, *lanes)``."""
+
+    handoff: jax.Array  # capacity 0: wait for the next station's previous departure
+    hot: jax.Array  # (K - 1, ring - 1, *lanes): the shift-register position of part j - b_k
+    transit: jax.Array
 
 
-def _chunk(
-    model: SerialModel, n: int, p: SerialParams, s: SerialState, key: jax.Array
-) -> SerialState:
-    k_s, k_d = jax.random.split(jax.random.fold_in(key, s.j))
-    proc = _unit_samples(model, p, k_s, n) * p.mean
-    down, covered = _downtime(model, p, k_d, proc)
-    serv = proc + down
-    s = replace(s, uncovered=s.uncovered + (~covered).astype(jnp.int32))
+def _links(model: SerialModel, capacity: jax.Array, transit: jax.Array) -> _Links:
+    """``capacity`` and ``transit`` are (K, *lanes)."""
+    cap = capacity[:-1]
+    pos = jnp.arange(model.ring - 1).reshape((1, -1) + (1,) * (cap.ndim - 1))
+    return _Links(handoff=cap == 0, hot=pos == (cap - 1)[:, None], transit=transit)
 
-    def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, jax.Array]:
-        # Parts beyond the horizon contribute nothing: every statistic is clipped to the window.
-        new = _part(model, p, s, x[0], x[1])
-        out = new.last_out
-        counted = (out > p.warmup) & (out <= p.horizon)
-        return new, jnp.where(counted, out - new.start_hist[0, s.j % model.ring], jnp.nan)
 
-    s, leads = jax.lax.scan(body, s, (serv, down))
-    bins = lt_bins(leads)
-    return replace(s, lt_hist=s.lt_hist.at[bins].add(jnp.isfinite(leads).astype(jnp.int32)))
+def _advance(
+    links: _Links, d_prev: jax.Array, starts: jax.Array, serv: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One part through the line, lanes last: ``serv`` (K, *lanes) service times. Returns the
+    part's start, completion and departure times (K, *lanes) and the new shift register."""
+    # What part j waits for behind station k: the next station's start of part j - b_k (the
+    # shift register holds -inf until that part exists), or its previous departure if b_k == 0.
+    held = jnp.max(jnp.where(links.hot, starts[1:], NEG), axis=1)
+    wait = jnp.where(links.handoff, d_prev[1:], held)
+    # The chain along the line, one station after the other: a scan, so that XLA:CPU computes
+    # each station once (unrolled, it fuses every station's departure with the whole chain
+    # before it and recomputes that chain K times).
+    neg = jnp.full_like(wait[:1], NEG)
+
+    def station(
+        avail: jax.Array, x: tuple[jax.Array, ...]
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        dp, sv, w, tr = x
+        start = jnp.maximum(avail, dp)
+        c = start + sv
+        d = jnp.maximum(c, w)
+        return d + tr, (start, c, d)
+
+    xs = (d_prev, serv, jnp.concatenate([wait, neg]), links.transit)
+    _, (start_v, comp_v, dep_v) = jax.lax.scan(station, jnp.full_like(d_prev[0], NEG), xs)
+    new_starts = jnp.concatenate([start_v[:, None], starts[:, :-1]], axis=1)
+    return start_v, comp_v, dep_v, new_starts
 
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _chunk_batch(
     model: SerialModel, n: int, p: SerialParams, s: SerialState, keys: jax.Array
 ) -> SerialState:
-    out: SerialState = jax.vmap(partial(_chunk, model, n))(p, s, keys)
-    return out
+    """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
+    the recursion runs with lanes last, so that each station's update is one vector op."""
+
+    def draws(p: SerialParams, key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
+        k_s, k_d = jax.random.split(jax.random.fold_in(key, j))
+        proc = _unit_samples(model, p, k_s, n) * p.mean
+        down, covered = _downtime(model, p, k_d, proc)
+        serv = proc + down
+        return serv, jnp.where(serv > 0, down / serv, 0.0), covered
+
+    serv, frac, covered = jax.vmap(draws)(p, keys, s.j)  # (V, n, K)
+    serv, frac = serv.transpose(1, 2, 0), frac.transpose(1, 2, 0)  # (n, K, V)
+    links = _links(model, p.capacity.T, p.transit.T)
+    lo, hi = p.warmup, p.horizon  # (V,)
+
+    def body(
+        c: dict[str, jax.Array], x: tuple[jax.Array, jax.Array]
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        # Parts beyond the horizon contribute nothing: every statistic is clipped to the window.
+        sv, fr = x
+        start_v, comp_v, dep_v, starts = _advance(links, c["d_prev"], c["starts"], sv)
+        run = _overlap(start_v, comp_v, lo, hi)
+        out, rel = dep_v[-1], start_v[0]
+        in_win = (out > lo) & (out <= hi)
+        lead = out - rel
+        new = {
+            "d_prev": dep_v,
+            "starts": starts,
+            "delivered": c["delivered"] + in_win.astype(jnp.int32),
+            "lt_sum": c["lt_sum"] + jnp.where(in_win, lead, 0.0),
+            "wip_int": c["wip_int"] + _overlap(rel, out, lo, hi),
+            "busy": c["busy"] + run * (1.0 - fr),
+            "down": c["down"] + run * fr,
+            "blocked": c["blocked"] + _overlap(comp_v, dep_v, lo, hi),
+            "produced": c["produced"] + ((comp_v > lo) & (comp_v <= hi)).astype(jnp.int32),
+            "last_out": out,
+        }
+        return new, jnp.where(in_win, lead, jnp.nan)
+
+    lanes_last = {
+        "d_prev": s.d_prev.T,
+        "starts": s.starts.transpose(1, 2, 0),
+        "delivered": s.delivered,
+        "lt_sum": s.lt_sum,
+        "wip_int": s.wip_int,
+        "busy": s.busy.T,
+        "down": s.down.T,
+        "blocked": s.blocked.T,
+        "produced": s.produced.T,
+        "last_out": s.last_out,
+    }
+    c, leads = jax.lax.scan(body, lanes_last, (serv, frac))  # leads (n, V)
+    v = leads.shape[1]
+    lane = jnp.broadcast_to(jnp.arange(v)[None, :], leads.shape)
+    hist = s.lt_hist.at[lane, lt_bins(leads)].add(jnp.isfinite(leads).astype(jnp.int32))
+    return SerialState(
+        j=s.j + n,
+        d_prev=c["d_prev"].T,
+        starts=c["starts"].transpose(2, 0, 1),
+        delivered=c["delivered"],
+        lt_sum=c["lt_sum"],
+        lt_hist=hist,
+        wip_int=c["wip_int"],
+        busy=c["busy"].T,
+        down=c["down"].T,
+        blocked=c["blocked"].T,
+        produced=c["produced"].T,
+        last_out=c["last_out"],
+        uncovered=s.uncovered + (~covered).astype(jnp.int32),
+    )
 
 
 def run(
@@ -471,11 +515,16 @@ def throughput_of_means(
     down = proc * ratio
     serv = proc + down
 
-    def body(s: SerialState, x: tuple[jax.Array, jax.Array]) -> tuple[SerialState, jax.Array]:
-        new = _part(model, p, s, x[0], x[1])
-        return new, new.last_out
+    links = _links(model, p.capacity, p.transit)
 
-    _, outs = jax.lax.scan(body, _init_state(model), (serv, down))
+    def body(
+        c: tuple[jax.Array, jax.Array], sv: jax.Array
+    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        _, _, dep_v, starts = _advance(links, c[0], c[1], sv)
+        return (dep_v, starts), dep_v[-1]
+
+    s0 = _init_state(model)
+    _, outs = jax.lax.scan(body, (s0.d_prev, s0.starts), serv)
     return (parts - warmup_parts) / (outs[-1] - outs[warmup_parts - 1]) * 3600.0
 
 
