@@ -86,7 +86,9 @@ class TokenBook:
         try:
             doc = load(text)
         except YamlSyntaxError as exc:
-            raise ConfigError(str(Problem(file=str(path), line=exc.line, path="", message=exc.message))) from exc
+            raise ConfigError(
+                str(Problem(file=str(path), line=exc.line, path="", message=exc.message))
+            ) from exc
         problems: list[Problem] = []
 
         def bad(p: tuple[str | int, ...], message: str) -> None:
@@ -126,9 +128,7 @@ class TokenBook:
         return book
 
 
-def token_from_headers(
-    authorization: str | None, subprotocols: list[str]
-) -> str | None:
+def token_from_headers(authorization: str | None, subprotocols: list[str]) -> str | None:
     """The token a handshake carries: ``Authorization: Bearer T`` or a ``bearer.T``
     subprotocol offer."""
     if authorization:

@@ -116,7 +116,8 @@ class TwinClient:
             last_eseq=None if r.eseq_next is None else r.eseq_next - 1,
             interest=self.interest,
         )
-        await self._apply(decode(await self._ws.recv()))  # hello
+        hello = await self._ws.recv()
+        await self._apply(decode(hello if isinstance(hello, bytes) else hello.encode()))
         await self._ws.send(encode(serialize_client(join)))
 
     async def _run(self) -> None:
@@ -189,7 +190,13 @@ class TwinClient:
         cid = command_id or f"c{next(self._ids)}-{id(self):x}"
         seen = len(self.replica.events)
         await self.send(
-            {"type": "command", "id": cid, "target": target, "action": action, "args": dict(args or {})}
+            {
+                "type": "command",
+                "id": cid,
+                "target": target,
+                "action": action,
+                "args": dict(args or {}),
+            }
         )
 
         def done(r: Replica) -> bool:
@@ -201,7 +208,7 @@ class TwinClient:
         await self.wait_for(done, timeout)
         for e in reversed(self.replica.events):
             if e.get("type") == MsgType.COMMAND_RESULT and e.get("id") == cid:
-                return e
+                return dict(e)
         raise LookupError(cid)  # pragma: no cover - wait_for guarantees it
 
     async def subscribe(self, interest: Interest) -> None:

@@ -33,6 +33,7 @@ from .auth import AuditRecord, Principal
 from .errors import RemoteProtocolError
 from .protocol import (
     MAX_INBOUND_BYTES,
+    SUBPROTOCOL,
     VERSION,
     CloseCode,
     Command,
@@ -47,7 +48,6 @@ from .protocol import (
     decode,
     encode,
     parse_client,
-    SUBPROTOCOL,
 )
 from .store import SceneStore, delta_message, snapshot_messages
 
@@ -108,7 +108,11 @@ class CommandRegistry:
         self._specs: dict[str, CommandSpec] = {}
 
     def register(
-        self, action: str, roles: set[Role] | frozenset[Role], handler: Handler, description: str = ""
+        self,
+        action: str,
+        roles: set[Role] | frozenset[Role],
+        handler: Handler,
+        description: str = "",
     ) -> None:
         self._specs[action] = CommandSpec(
             action=action, roles=frozenset(roles), handler=handler, description=description
@@ -308,7 +312,9 @@ class Hub:
         elif isinstance(msg, Command):
             self._command(s, msg)
         elif isinstance(msg, Ping):
-            s.outbox.append(encode({"type": MsgType.PONG.value, "nonce": msg.nonce, "ts": self.clock()}))
+            s.outbox.append(
+                encode({"type": MsgType.PONG.value, "nonce": msg.nonce, "ts": self.clock()})
+            )
 
     def _set_interest(self, s: Session, interest: Interest) -> None:
         s.interest = interest
@@ -362,35 +368,59 @@ class Hub:
     def _command(self, s: Session, c: Command) -> None:
         p = s.principal
         now = self.clock()
-        s.tokens = min(float(self.command_burst), s.tokens + (now - s.tokens_at) * self.command_rate)
+        s.tokens = min(
+            float(self.command_burst), s.tokens + (now - s.tokens_at) * self.command_rate
+        )
         s.tokens_at = now
         if s.tokens < 1.0:
             self.metrics["commands.rate_limited"] += 1
-            self._result(s, c, Outcome(ok=False, code=ErrorCode.RATE_LIMITED.value,
-                                       reason="too many commands: slow down"), cache=False)
+            self._result(
+                s,
+                c,
+                Outcome(
+                    ok=False,
+                    code=ErrorCode.RATE_LIMITED.value,
+                    reason="too many commands: slow down",
+                ),
+                cache=False,
+            )
             return
         s.tokens -= 1.0
         cached = self._results.get((p.name, c.id))
         if cached is not None:
             self.metrics["commands.duplicate"] += 1
             self._post(s.id, {**cached, "duplicate": True})
-            self._audit(s, c, Outcome(ok=bool(cached["ok"]), code=cached.get("code", ""),
-                                      reason=cached.get("reason", "")), duplicate=True)
+            self._audit(
+                s,
+                c,
+                Outcome(
+                    ok=bool(cached["ok"]),
+                    code=cached.get("code", ""),
+                    reason=cached.get("reason", ""),
+                ),
+                duplicate=True,
+            )
             return
         spec = self.commands.get(c.action)
         if spec is None:
-            out = Outcome(ok=False, code=ErrorCode.UNKNOWN_ACTION.value,
-                          reason=f"unknown action '{c.action}'")
+            out = Outcome(
+                ok=False, code=ErrorCode.UNKNOWN_ACTION.value, reason=f"unknown action '{c.action}'"
+            )
         elif p.role is not Role.ADMIN and p.role not in spec.roles:
             need = ", ".join(sorted(r.value for r in spec.roles | {Role.ADMIN}))
-            out = Outcome(ok=False, code=ErrorCode.FORBIDDEN.value,
-                          reason=f"role '{p.role.value}' may not '{c.action}' (needs: {need})")
+            out = Outcome(
+                ok=False,
+                code=ErrorCode.FORBIDDEN.value,
+                reason=f"role '{p.role.value}' may not '{c.action}' (needs: {need})",
+            )
         else:
             try:
                 out = spec.handler(p, c)
             except Exception as exc:  # a failing handler is the command's result, not a crash
                 log.exception("command %s on %s failed", c.action, c.target)
-                out = Outcome(ok=False, code=ErrorCode.FAILED.value, reason=f"{type(exc).__name__}: {exc}")
+                out = Outcome(
+                    ok=False, code=ErrorCode.FAILED.value, reason=f"{type(exc).__name__}: {exc}"
+                )
         self.metrics["commands.ok" if out.ok else f"commands.refused.{out.code}"] += 1
         self._result(s, c, out, cache=True)
 
@@ -509,13 +539,19 @@ class Hub:
             vis = store.visible(s.interest)
             s.visible = vis
             snap = store.snapshot(visible=vis)
-            return [encode(m) for m in snapshot_messages(snap, t=self.t, ts=self.ts,
-                                                          chunk_entities=self.chunk_entities)]
+            return [
+                encode(m)
+                for m in snapshot_messages(
+                    snap, t=self.t, ts=self.ts, chunk_entities=self.chunk_entities
+                )
+            ]
         if self._snapshot_cache is None:
             snap = store.snapshot()
             self._snapshot_cache = [
                 encode(m)
-                for m in snapshot_messages(snap, t=self.t, ts=self.ts, chunk_entities=self.chunk_entities)
+                for m in snapshot_messages(
+                    snap, t=self.t, ts=self.ts, chunk_entities=self.chunk_entities
+                )
             ]
         return list(self._snapshot_cache)
 

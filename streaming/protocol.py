@@ -140,7 +140,9 @@ class Interest:
     def wants_id(self, entity_id: str) -> bool:
         if not self.ids:
             return True
-        return any(entity_id == i or (i.endswith("/") and entity_id.startswith(i)) for i in self.ids)
+        return any(
+            entity_id == i or (i.endswith("/") and entity_id.startswith(i)) for i in self.ids
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,9 +336,7 @@ class Transforms:
         return int(self.ids.shape[0])
 
 
-def pack_transforms(
-    ids: NDArray[Any], pos: NDArray[Any], quat: NDArray[Any]
-) -> dict[str, Any]:
+def pack_transforms(ids: NDArray[Any], pos: NDArray[Any], quat: NDArray[Any]) -> dict[str, Any]:
     """The wire map ``{"n", "ids", "pos", "rot"}``: little-endian ``u32[n]``, ``f32[n*3]`` and
     ``i16[n*4]`` (normalized quaternions times 32767, rounded), one ``bin`` each."""
     q = np.clip(np.rint(np.asarray(quat, np.float64) * QUAT_SCALE), -32767, 32767)
@@ -351,12 +351,13 @@ def pack_transforms(
 def unpack_transforms(block: Mapping[str, Any]) -> Transforms:
     """The inverse of :func:`pack_transforms`, with no per-element loop; quaternions are
     renormalized. Raises ``RemoteProtocolError(BAD_FIELD)`` on inconsistent lengths."""
-    n = block.get("n")
-    ids, pos, rot = block.get("ids"), block.get("pos"), block.get("rot")
+    n, ids, pos, rot = block.get("n"), block.get("ids"), block.get("pos"), block.get("rot")
     if (
         not isinstance(n, int)
         or n < 0
-        or not all(isinstance(b, bytes) for b in (ids, pos, rot))
+        or not isinstance(ids, bytes)
+        or not isinstance(pos, bytes)
+        or not isinstance(rot, bytes)
         or len(ids) != 4 * n
         or len(pos) != 12 * n
         or len(rot) != 8 * n
@@ -370,4 +371,3 @@ def unpack_transforms(block: Mapping[str, Any]) -> Transforms:
         np.frombuffer(pos, dtype="<f4").reshape(n, 3).astype(np.float32),
         q.astype(np.float32),
     )
-

@@ -1,7 +1,7 @@
 """The latest-value scene store: entities, their components and their poses, versioned by tick.
 
 One :class:`SceneStore` holds the state every viewer mirrors. Writers (the twin, a simulation)
-``add``, ``remove``, ``set`` components and ``set_transforms`` between ticks; :meth:`commit` closes
+``add``, ``remove``, ``set_value``/``update`` components and ``set_transforms`` between ticks; :meth:`commit` closes
 a tick and numbers it (``seq``). Readers then ask for :meth:`changes` since any ``base_seq`` still
 held (a bounded history of ``history`` ticks) or for a :meth:`snapshot`, and turn them into wire
 messages with :func:`delta_message` and :func:`snapshot_messages`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +163,7 @@ class SceneStore:
         self._free.append((h, self.seq + 1))
         self._p_removed.append(h)
 
-    def set(self, entity_id: str, component: str, value: Any) -> bool:
+    def set_value(self, entity_id: str, component: str, value: Any) -> bool:
         """Set one component; returns whether it changed (an equal value is not a change)."""
         h = self.handle(entity_id)
         comps = self._comps[h]
@@ -175,7 +175,7 @@ class SceneStore:
 
     def update(self, entity_id: str, values: Mapping[str, Any]) -> int:
         """Set several components of one entity; returns how many changed."""
-        return sum(self.set(entity_id, k, v) for k, v in values.items())
+        return sum(self.set_value(entity_id, k, v) for k, v in values.items())
 
     def set_transform(
         self, entity_id: str, pos: Sequence[float], quat: Sequence[float] | None = None
@@ -415,4 +415,3 @@ def snapshot_messages(
             }
         )
     return out
-

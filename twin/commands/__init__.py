@@ -5,4 +5,9 @@ the function that runs the command, so ``twin --help`` stays fast.
 """
 
 #: The modules ``twin.cli`` loads, in the order their commands appear in ``twin --help``.
-COMMAND_MODULES = ("twin.commands.render", "twin.commands.simulate", "twin.commands.demo")
+COMMAND_MODULES = (
+    "twin.commands.render",
+    "twin.commands.simulate",
+    "twin.commands.serve",
+    "twin.commands.demo",
+)

@@ -1,0 +1,192 @@
+"""``twin serve FILE``: serve a line's twin to viewers over WebSockets (protocol ``twin.v1``).
+
+The line runs in the process core in simulated real time (``--speed`` simulated seconds per
+second) until telemetry drives it. Viewers connect to ``ws://HOST:PORT/ws`` with a token; meshes
+come from ``http://HOST:PORT/assets/SHA256.glb``. Without ``--tokens`` an admin token is generated
+and printed once. Every command, accepted or refused, is appended to the audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streaming.auth import AuditRecord
+    from streaming.hub import Hub
+    from streaming.store import SceneStore
+    from twin.simline import SimulatedLine
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a line's live twin to viewers (WebSocket + HTTP)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="line file (YAML)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument(
+        "--tick-hz", type=float, default=30.0, help="frames a second, 10-60 (default 30)"
+    )
+    p.add_argument(
+        "--tokens", metavar="FILE", help="tokens file: a YAML list of {name, role, token}"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated seconds per wall-clock second (default 1)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed of the simulation (default 1)")
+    p.add_argument(
+        "--audit",
+        default="out/audit.jsonl",
+        help="append-only audit log of commands (default out/audit.jsonl)",
+    )
+    p.add_argument("--assets", default="out/assets", help="content-addressed asset folder")
+    p.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also allow browser pages from this origin (repeatable)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this cert")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until interrupted)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 10 <= args.tick_hz <= 60:
+        print("error: --tick-hz must be within 10..60", file=sys.stderr)
+        return 2
+    if not 0.1 <= args.speed <= 1000:
+        print("error: --speed must be within 0.1..1000", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(args))
+
+
+def build_app(
+    file: str | Path,
+    *,
+    speed: float = 1.0,
+    seed: int = 1,
+    tick_hz: float = 30.0,
+    assets_dir: str | Path = "out/assets",
+    audit: Callable[[AuditRecord], None] | None = None,
+) -> tuple[SceneStore, Hub, SimulatedLine]:
+    """The line's store, hub and simulation, wired together (used by ``serve`` and tests).
+
+    Returns ``(store, hub, simline)``; ``audit`` is a callable taking audit records, or None.
+    """
+    from scenes.assets import AssetStore, publish_scene
+    from scenes.lineparse import load_line
+    from streaming.hub import CommandRegistry, Hub
+    from streaming.store import SceneStore
+    from twin.simline import SimulatedLine
+
+    spec = load_line(file)
+    graph = publish_scene(spec, AssetStore(assets_dir))
+    store = SceneStore()
+    registry = CommandRegistry()
+    hub = Hub(store, tick_hz=tick_hz, commands=registry, audit=audit)
+    sim = SimulatedLine(spec, graph, seed=seed, speed=speed, on_alarm=hub.post_alarm)
+    sim.populate(store)
+    sim.register_commands(registry, store)
+    return store, hub, sim
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from scenes.assets import AssetStore
+    from streaming.auth import AuditLog, TokenBook
+    from streaming.server import ServerConfig, TwinServer
+
+    tokens_note = None
+    if args.tokens:
+        tokens = TokenBook.load(args.tokens)
+    else:
+        tokens, token = TokenBook.generated()
+        tokens_note = token
+    audit = AuditLog(args.audit)
+    store, hub, sim = build_app(
+        args.file,
+        speed=args.speed,
+        seed=args.seed,
+        tick_hz=args.tick_hz,
+        assets_dir=args.assets,
+        audit=audit.write,
+    )
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    _warn_exposed(args.host, ctx is not None)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        tick_hz=args.tick_hz,
+        origins=tuple(args.origin),
+        ssl_context=ctx,
+        static_dir=_viewer_dir(),
+    )
+    server = TwinServer(hub, tokens, config, source=sim, assets=AssetStore(args.assets))
+    await server.start()
+    scheme = "https" if ctx else "http"
+    print(f"serving line '{sim.spec.name}' ({len(store)} entities) at {server.url}")
+    if config.static_dir is not None:
+        print(f"viewer: {scheme}://{args.host}:{server.port}/")
+    print(f"audit log: {args.audit}")
+    if tokens_note is not None:
+        print(f"admin token (shown once; pass --tokens FILE to use your own): {tokens_note}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=args.duration)
+    await server.stop()
+    audit.close()
+    print(f"stopped after {server.ticks} ticks ({server.overruns} overran)")
+    return 0
+
+
+def _viewer_dir() -> Path | None:
+    d = Path(__file__).resolve().parent.parent.parent / "viewer" / "static"
+    return d if (d / "index.html").is_file() else None
+
+
+def _warn_exposed(host: str, tls: bool) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "binding to %s: the twin is reachable from other machines%s",
+            host,
+            "" if tls else " without TLS (tokens travel in clear text)",
+        )

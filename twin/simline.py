@@ -1,0 +1,388 @@
+"""A line run by the process core in simulated real time, written into a scene store.
+
+Until telemetry drives the twin (issue 4), this is what ``twin serve`` shows: the exact
+event-driven engine (``physics.process.engine``) advanced tick by tick to ``speed`` times the
+wall clock, its machine states, buffer levels, counters and the parts on each conveyor copied
+into the :class:`~streaming.store.SceneStore` that viewers mirror. A station that breaks down
+raises an alarm (an ``alarm/N`` entity and an ``alarm`` event); an operator acknowledges it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from physics.process.model import BLOCKED, BUSY, DOWN
+from scenes.graph import (
+    LINE_ID,
+    BoxGeometry,
+    ConveyorGeometry,
+    MachineState,
+    MeshGeometry,
+    RobotGeometry,
+    SceneGraph,
+    buffer_id,
+    conveyor_id,
+    station_id,
+)
+from scenes.spec import LineSpec
+from streaming.auth import Principal
+from streaming.hub import CommandRegistry, Outcome
+from streaming.protocol import Command, ErrorCode, Role
+from streaming.store import SceneStore
+
+#: Longest stretch of simulated time one tick may cover (a stall does not make parts jump far).
+MAX_TICK_SIM_S = 600.0
+
+
+def entity_props(graph: SceneGraph, entity_id: str) -> dict[str, Any]:
+    """The static props of a scene-graph entity as they go on the wire (``docs/protocol.md``)."""
+    e = graph.entity(entity_id)
+    props: dict[str, Any] = {
+        "label": e.visual.label,
+        "color": e.visual.color,
+        "category": e.visual.category,
+        "ref": e.ref,
+    }
+    if e.parent is not None:
+        props["parent"] = e.parent
+    g = e.geometry
+    if isinstance(g, BoxGeometry):
+        props["geometry"] = {"type": "box", "size": list(g.size), "asset": g.asset}
+    elif isinstance(g, MeshGeometry):
+        props["geometry"] = {
+            "type": "mesh",
+            "size": None if g.size is None else list(g.size),
+            "asset": g.asset,
+        }
+    elif isinstance(g, ConveyorGeometry):
+        path = graph.conveyor_path(e.ref)
+        props["geometry"] = {
+            "type": "conveyor",
+            "path": [list(p) for p in path.points],  # world coordinates
+            "width": g.width,
+            "speed": g.speed,
+        }
+    elif isinstance(g, RobotGeometry):
+        props["geometry"] = {"type": "robot", "urdf": g.urdf}
+    return props
+
+
+@dataclass(slots=True)
+class _Alarm:
+    id: str
+    station: str
+    state: str  # active, acknowledged, cleared
+    raised_t: float
+    acked_by: str | None = None
+    cleared: bool = False
+
+
+class SimulatedLine:
+    """The store :data:`~streaming.server.Source` for a simulated line; also offers the
+    ``sim.*`` and ``alarm.ack`` commands (:meth:`register_commands`)."""
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        graph: SceneGraph,
+        *,
+        seed: int = 1,
+        speed: float = 1.0,
+        on_alarm: Callable[[Mapping[str, Any]], object] | None = None,
+    ) -> None:
+        from physics.process import api, engine
+        from physics.process.model import build
+
+        if not 0 < speed <= 10_000:
+            raise ValueError("speed must be within (0, 10000]")
+        self.spec = spec
+        self.graph = graph
+        self.speed = speed
+        self.paused = False
+        self.on_alarm = on_alarm
+        self._lock = threading.Lock()
+        self.model, params = build(spec)
+        self.params = api.batch_params(params, 1)
+        keys = api.replication_keys(seed, 1, 1)
+        self._engine = engine
+        self.state = engine.run(self.model, self.params.replace(horizon=jnp.zeros((1,))), keys)
+        self.sim_t = 0.0
+        self._wall: float | None = None
+        self._transit = np.asarray(self.params.transit)[0]
+        self._parts: dict[tuple[int, int], tuple[float, str]] = {}  # (buffer, slot) -> entry, id
+        self._part_ids = itertools.count()
+        self._alarms: dict[str, _Alarm] = {}
+        self._open_alarm: dict[int, str] = {}  # station index -> alarm id while down
+        self._alarm_ids = itertools.count(1)
+        self._paths = {
+            b: graph.conveyor_path(self.model.buffer_ids[b])
+            for b in range(self.model.n_buffers)
+            if self.model.has_transit[b]
+        }
+        self._pitch = {b: self._conveyor_pitch(b) for b in self._paths}
+
+    def _conveyor_pitch(self, b: int) -> float:
+        g = self.graph.entity(conveyor_id(self.model.buffer_ids[b])).geometry
+        length = self._paths[b].length
+        pitch = g.pitch if isinstance(g, ConveyorGeometry) else 0.5
+        return pitch / length if length > 0 else 0.0
+
+    # -- the scene -------------------------------------------------------------------------------
+
+    def populate(self, store: SceneStore) -> None:
+        """Add every static entity of the line (world poses) and the initial state."""
+        for e in self.graph.entities:
+            wt = self.graph.world_transform(e.id)
+            store.add(
+                e.id,
+                e.kind.value,
+                props=entity_props(self.graph, e.id),
+                pos=wt.position,
+                quat=wt.rotation,
+            )
+        self.write(store)
+
+    def __call__(self, store: SceneStore, wall: float) -> float:
+        """Advance to the wall clock and write the new state into ``store``; returns sim time."""
+        with self._lock:
+            if self._wall is None:
+                self._wall = wall
+            dt = max(0.0, wall - self._wall)
+            self._wall = wall
+            if not self.paused:
+                self._advance_to(self.sim_t + min(dt * self.speed, MAX_TICK_SIM_S))
+            self.write(store)
+            return self.sim_t
+
+    def step(self, seconds: float) -> None:
+        """Advance simulated time by ``seconds`` regardless of pause (the trainer's step)."""
+        with self._lock:
+            self._advance_to(self.sim_t + seconds)
+
+    def _advance_to(self, t: float) -> None:
+        if t <= self.sim_t:
+            return
+        self.state = self._engine.advance(self.model, self.params, self.state, until_s=t)
+        self.sim_t = t
+
+    def write(self, store: SceneStore) -> None:
+        m, s = self.model, self.state
+        st = np.asarray(s.st)[0]
+        produced = np.asarray(s.produced)[0]
+        scrapped = np.asarray(s.scrapped)[0]
+        count = np.asarray(s.count)[0]
+        for i, sid in enumerate(m.station_ids):
+            states = st[list(m.slots(i))][: int(np.asarray(self.params.servers)[0, i])]
+            state = _station_state(states)
+            store.update(
+                station_id(sid),
+                {
+                    "state": state.value,
+                    "produced": int(produced[i]),
+                    "scrapped": int(scrapped[i]),
+                    "busy": int(np.sum(states == BUSY)),
+                    "servers": int(states.shape[0]),
+                },
+            )
+            self._track_alarm(store, i, sid, state)
+        for b, bid in enumerate(m.buffer_ids):
+            store.update(
+                buffer_id(bid),
+                {"level": int(count[b]), "capacity": int(np.asarray(self.params.capacity)[0, b])},
+            )
+        store.update(
+            LINE_ID,
+            {
+                "delivered": int(np.asarray(s.delivered)[0]),
+                "wip": int(np.asarray(s.wip)[0]),
+                "sim_time": self.sim_t,
+                "paused": self.paused,
+                "speed": self.speed,
+            },
+        )
+        self._write_parts(store, count)
+
+    def _write_parts(self, store: SceneStore, count: np.ndarray) -> None:
+        s = self.state
+        ring_t = np.asarray(s.ring_t)[0]
+        head = np.asarray(s.head)[0]
+        ring = ring_t.shape[1]
+        now = self.sim_t
+        seen: set[tuple[int, int]] = set()
+        handles, positions = [], []
+        for b, path in self._paths.items():
+            transit = max(float(self._transit[b]), 1e-9)
+            limit = 1.0
+            for k in range(int(count[b])):
+                slot = (int(head[b]) + k) % ring
+                entry = float(ring_t[b, slot])
+                progress = min(limit, max(0.0, (now - entry) / transit))
+                limit = max(0.0, progress - self._pitch[b])
+                key = (b, slot)
+                seen.add(key)
+                known = self._parts.get(key)
+                if known is None or known[0] != entry:
+                    if known is not None:
+                        store.remove(known[1])
+                    pid = f"part/{self.model.buffer_ids[b]}/{next(self._part_ids)}"
+                    store.add(pid, "part", props={"buffer": self.model.buffer_ids[b]})
+                    self._parts[key] = (entry, pid)
+                    known = self._parts[key]
+                handles.append(store.handle(known[1]))
+                positions.append(path.point_at(progress))
+        for key in [k for k in self._parts if k not in seen]:
+            store.remove(self._parts.pop(key)[1])
+        if handles:
+            store.set_transforms(np.asarray(handles), np.asarray(positions, np.float32))
+
+    # -- alarms ----------------------------------------------------------------------------------
+
+    def _track_alarm(self, store: SceneStore, i: int, sid: str, state: MachineState) -> None:
+        open_id = self._open_alarm.get(i)
+        if state is MachineState.DOWN and open_id is None:
+            aid = f"alarm/{next(self._alarm_ids)}"
+            a = _Alarm(id=aid, station=station_id(sid), state="active", raised_t=self.sim_t)
+            self._alarms[aid] = a
+            self._open_alarm[i] = aid
+            store.add(
+                aid,
+                "alarm",
+                props={"entity": a.station, "severity": "major"},
+                state=self._alarm_state(a),
+            )
+            self._emit(a)
+        elif state is not MachineState.DOWN and open_id is not None:
+            a = self._alarms[open_id]
+            del self._open_alarm[i]
+            a.cleared = True
+            a.state = "cleared" if a.acked_by is not None else a.state
+            store.update(a.id, self._alarm_state(a))
+            self._emit(a)
+            self._retire(store, a)
+
+    def _alarm_state(self, a: _Alarm) -> dict[str, Any]:
+        return {
+            "state": a.state,
+            "cleared": a.cleared,
+            "acked_by": a.acked_by,
+            "raised_t": a.raised_t,
+            "text": f"{a.station.split('/', 1)[1]} is down",
+        }
+
+    def _emit(self, a: _Alarm) -> None:
+        if self.on_alarm is not None:
+            self.on_alarm(
+                {
+                    "id": a.id,
+                    "entity": a.station,
+                    "severity": "major",
+                    "t": self.sim_t,
+                    **self._alarm_state(a),
+                }
+            )
+
+    def _retire(self, store: SceneStore, a: _Alarm) -> None:
+        """An alarm that is both cleared and acknowledged leaves the list (keep the last 50)."""
+        done = [x for x in self._alarms.values() if x.cleared and x.acked_by is not None]
+        for x in done[:-50] if len(done) > 50 else []:
+            store.remove(x.id)
+            del self._alarms[x.id]
+
+    def ack(self, principal: Principal, command: Command, store: SceneStore) -> Outcome:
+        with self._lock:
+            a = self._alarms.get(command.target)
+            if a is None:
+                return Outcome(
+                    ok=False,
+                    code=ErrorCode.INVALID_ARGS.value,
+                    reason=f"no alarm '{command.target}'",
+                )
+            if a.acked_by is not None:
+                return Outcome(ok=True, result={"already": True, "acked_by": a.acked_by})
+            a.acked_by = principal.name
+            a.state = "cleared" if a.cleared else "acknowledged"
+            store.update(a.id, self._alarm_state(a))
+            self._emit(a)
+            return Outcome(ok=True, result={"state": a.state})
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def register_commands(self, registry: CommandRegistry, store: SceneStore) -> None:
+        control = {Role.TRAINER}
+        registry.register(
+            "alarm.ack",
+            {Role.OPERATOR, Role.TRAINER},
+            lambda p, c: self.ack(p, c, store),
+            "acknowledge an alarm (target: alarm id)",
+        )
+        registry.register(
+            "sim.pause", control, lambda p, c: self._set(paused=True), "pause simulated time"
+        )
+        registry.register(
+            "sim.resume", control, lambda p, c: self._set(paused=False), "resume simulated time"
+        )
+        registry.register(
+            "sim.speed",
+            control,
+            self._speed,
+            "set the speed: args {speed: 0.1..100} simulated seconds per second",
+        )
+        registry.register(
+            "sim.step",
+            control,
+            self._step,
+            "advance simulated time: args {seconds: > 0, at most 3600}",
+        )
+
+    def _set(self, *, paused: bool) -> Outcome:
+        with self._lock:
+            self.paused = paused
+        return Outcome(ok=True, result={"paused": paused, "t": self.sim_t})
+
+    def _speed(self, p: Principal, c: Command) -> Outcome:
+        v = c.args.get("speed")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.1 <= v <= 100:
+            return Outcome(
+                ok=False,
+                code=ErrorCode.INVALID_ARGS.value,
+                reason="args.speed must be a number within 0.1..100",
+            )
+        with self._lock:
+            self.speed = float(v)
+        return Outcome(ok=True, result={"speed": self.speed})
+
+    def _step(self, p: Principal, c: Command) -> Outcome:
+        v = c.args.get("seconds")
+        if (
+            not isinstance(v, (int, float))
+            or isinstance(v, bool)
+            or not 0 < v <= 3600
+            or not math.isfinite(v)
+        ):
+            return Outcome(
+                ok=False,
+                code=ErrorCode.INVALID_ARGS.value,
+                reason="args.seconds must be a number within (0, 3600]",
+            )
+        self.step(float(v))
+        return Outcome(ok=True, result={"t": self.sim_t})
+
+
+def _station_state(states: np.ndarray) -> MachineState:
+    """One station's state from its servers' (``physics.process.model``: 0 idle, 1 busy,
+    2 blocked, 3 down): busy if any server works, else blocked, else down, else starved."""
+    if np.any(states == BUSY):
+        return MachineState.BUSY
+    if np.any(states == BLOCKED):
+        return MachineState.BLOCKED
+    if states.size and np.any(states == DOWN):
+        return MachineState.DOWN
+    return MachineState.STARVED
