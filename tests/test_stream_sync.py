@@ -19,9 +19,10 @@ from streaming.replica import Replica
 from streaming.store import SceneStore
 
 ROLE = Principal(name="v", role=Role.VIEWER)
+WHOLE = Interest()
 
 
-def expected_view(store: SceneStore, interest: Interest = Interest()) -> dict[str, Any]:
+def expected_view(store: SceneStore, interest: Interest = WHOLE) -> dict[str, Any]:
     visible = store.visible(interest)
     out = {}
     for e in store.entities():
@@ -32,7 +33,7 @@ def expected_view(store: SceneStore, interest: Interest = Interest()) -> dict[st
     return out
 
 
-def assert_mirrors(replica: Replica, store: SceneStore, interest: Interest = Interest()) -> None:
+def assert_mirrors(replica: Replica, store: SceneStore, interest: Interest = WHOLE) -> None:
     want = expected_view(store, interest)
     assert replica.ids() == set(want), "entity sets differ"
     for eid, (kind, props, comps, pos, quat) in want.items():
