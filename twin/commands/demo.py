@@ -1,8 +1,9 @@
 """``twin demo``: the engine's main job on its embedded defaults, with no external services.
 
-Until the streaming server and the browser viewer exist (issues 3 and 5) the demo runs the best
-end-to-end path there is: validate the example lines, simulate one with the process core, and
-render every example to a PNG. It prints what it did and where the pictures are.
+It validates the example lines, simulates one with the process core (a batch of replications,
+with a KPI table), renders every example to a PNG, and then serves the line's live twin
+(``twin serve``: the line running in simulated time, streamed over WebSockets) with a generated
+token, printing where to connect. It runs until interrupted (Ctrl-C), or ``--serve-seconds``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--line", default="bottling", help="example line to simulate (default bottling)")
     p.add_argument("--hours", type=float, default=4.0, help="simulated hours (default 4)")
     p.add_argument("--replications", type=int, default=8, help="replications (default 8)")
+    p.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=10.0,
+        help="simulated seconds per second while serving (default 10)",
+    )
+    p.add_argument(
+        "--serve-seconds",
+        type=float,
+        default=None,
+        help="stop serving after this many seconds (default: until Ctrl-C)",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,8 +89,22 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"{name}.png"
         render_line(s, path, size=(1400, 800))
         print(f"   {path}")
-    print(
-        "\nThe live viewer is not built yet (streaming: issue 3, browser viewer: issue 5), so there "
-        "is no URL to open; the pictures above show the lines."
+    print(f"\n4. serving the live twin of '{spec.name}' at {args.speed:g}x speed (Ctrl-C stops)")
+    from twin.commands import serve
+
+    serve_args = argparse.Namespace(
+        file=str(EXAMPLES_DIR / f"{args.line}.yaml"),
+        host="127.0.0.1",
+        port=args.port,
+        tick_hz=30.0,
+        tokens=None,
+        speed=args.speed,
+        seed=1,
+        audit=str(out / "audit.jsonl"),
+        assets=str(out / "assets"),
+        origin=[],
+        tls_cert=None,
+        tls_key=None,
+        duration=args.serve_seconds,
     )
-    return 0
+    return serve.run(serve_args)
