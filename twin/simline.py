@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from physics.process.model import BLOCKED, BUSY, DOWN
+from physics.process.model import BLOCKED, BUSY, DOWN, IDLE
 from scenes.graph import (
     LINE_ID,
     BoxGeometry,
@@ -40,6 +41,8 @@ from streaming.store import SceneStore
 
 #: Longest stretch of simulated time one tick may cover (a stall does not make parts jump far).
 MAX_TICK_SIM_S = 600.0
+#: The window of the live throughput figure (simulated seconds).
+THROUGHPUT_WINDOW_S = 900.0
 
 
 def entity_props(graph: SceneGraph, entity_id: str) -> dict[str, Any]:
@@ -122,6 +125,7 @@ class SimulatedLine:
         self._alarms: dict[str, _Alarm] = {}
         self._open_alarm: dict[int, str] = {}  # station index -> alarm id while down
         self._alarm_ids = itertools.count(1)
+        self._deliveries: deque[tuple[float, int]] = deque()
         self._paths = {
             b: graph.conveyor_path(self.model.buffer_ids[b])
             for b in range(self.model.n_buffers)
@@ -179,6 +183,13 @@ class SimulatedLine:
         produced = np.asarray(s.produced)[0]
         scrapped = np.asarray(s.scrapped)[0]
         count = np.asarray(s.count)[0]
+        frac = self._fractions()
+        quality = np.where(
+            produced + scrapped > 0, produced / np.maximum(produced + scrapped, 1), 1.0
+        )
+        oee = frac[:, BUSY] * quality  # = availability x performance x quality
+        active = frac[:, BUSY] + frac[:, DOWN]
+        neck = int(np.argmax(active)) if self.sim_t > 0 else -1
         for i, sid in enumerate(m.station_ids):
             states = st[list(m.slots(i))][: int(np.asarray(self.params.servers)[0, i])]
             state = _station_state(states)
@@ -190,6 +201,9 @@ class SimulatedLine:
                     "scrapped": int(scrapped[i]),
                     "busy": int(np.sum(states == BUSY)),
                     "servers": int(states.shape[0]),
+                    # busy, blocked, starved, down: fractions of server time since the start
+                    "fractions": [round(float(frac[i, k]), 4) for k in (BUSY, BLOCKED, IDLE, DOWN)],
+                    "oee": round(float(oee[i]), 4),
                 },
             )
             self._track_alarm(store, i, sid, state)
@@ -203,12 +217,39 @@ class SimulatedLine:
             {
                 "delivered": int(np.asarray(s.delivered)[0]),
                 "wip": int(np.asarray(s.wip)[0]),
+                "throughput_per_hour": round(self._throughput(int(np.asarray(s.delivered)[0])), 1),
+                "oee": round(float(oee[neck]), 4) if neck >= 0 else None,
+                "bottleneck": m.station_ids[neck] if neck >= 0 else None,
+                # telemetry health: a simulated line has none to lose (the live twin fills these)
+                "stale_tags": 0,
+                "rejected": 0,
                 "sim_time": self.sim_t,
                 "paused": self.paused,
                 "speed": self.speed,
             },
         )
         self._write_parts(store, count)
+
+    def _fractions(self) -> np.ndarray:
+        """(stations, 4) fractions of server time in IDLE, BUSY, BLOCKED, DOWN since the start."""
+        m = self.model
+        acc = np.asarray(self.state.acc)[0]
+        servers = np.asarray(self.params.servers)[0].astype(np.float64)
+        per = np.zeros((m.n_stations, 4))
+        for slot, station in enumerate(m.slot_station):
+            per[station] += acc[slot]
+        out: np.ndarray = per / np.maximum(servers * max(self.sim_t, 1e-9), 1e-9)[:, None]
+        return out
+
+    def _throughput(self, delivered: int) -> float:
+        """Parts per hour delivered over the last ``THROUGHPUT_WINDOW_S`` of simulated time."""
+        self._deliveries.append((self.sim_t, delivered))
+        while (
+            len(self._deliveries) > 2 and self._deliveries[1][0] <= self.sim_t - THROUGHPUT_WINDOW_S
+        ):
+            self._deliveries.popleft()
+        t0, d0 = self._deliveries[0]
+        return 3600.0 * (delivered - d0) / (self.sim_t - t0) if self.sim_t > t0 else 0.0
 
     def _write_parts(self, store: SceneStore, count: np.ndarray) -> None:
         s = self.state
