@@ -22,12 +22,12 @@ let sceneT = 0;
 let seq = null;
 let status = "connecting";
 const pending = []; // frames from the worker, applied on the next animation frame
-const history = new Map(); // station id -> [[t, produced], ...]
+const produced = new Map(); // station id -> [[t, produced], ...] samples for the chart
 const stats = { frames: 0, snapshots: 0, deltas: 0, applyMs: 0, renderMs: 0, lastFrameMs: 0 };
 
 // -- three.js ------------------------------------------------------------------------------------
 const view = $("view");
-const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+const renderer = new THREE.WebGLRenderer({ antialias: true });
 renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
 view.appendChild(renderer.domElement);
 const labels = new CSS2DRenderer();
@@ -203,6 +203,7 @@ function loadAsset(e, sha, mat) {
     if (!ents.has(e.handle) || !e.obj) return;
     res.scene.traverse((o) => {
       if (o.isMesh) {
+        if (!o.geometry.getAttribute("normal")) o.geometry.computeVertexNormals();
         o.material = mat;
         o.userData.handle = e.handle;
       }
@@ -339,6 +340,10 @@ function renderKpis() {
   $("kpi-bottleneck").textContent = c.bottleneck || "–";
   $("kpi-stale").textContent = fmt(c.stale_tags || 0);
   $("kpi-rejected").textContent = fmt(c.rejected || 0);
+  if (typeof c.speed === "number" && document.activeElement !== $("speed")) {
+    $("speed").value = String(Math.log10(c.speed));
+    $("speed-out").textContent = `${c.speed}x`;
+  }
   $("kpi-time").textContent = formatTime(sceneT) + (c.paused ? " (paused)" : c.speed && c.speed !== 1 ? ` (${c.speed}x)` : "");
 }
 
@@ -406,8 +411,8 @@ function showPanel(e) {
 function sampleHistory() {
   for (const e of ents.values()) {
     if (e.kind !== "station" || typeof e.comps.produced !== "number") continue;
-    let h = history.get(e.id);
-    if (!h) history.set(e.id, (h = []));
+    let h = produced.get(e.id);
+    if (!h) produced.set(e.id, (h = []));
     const last = h[h.length - 1];
     if (!last || sceneT > last[0]) h.push([sceneT, e.comps.produced]);
     if (h.length > 120) h.shift();
@@ -418,7 +423,7 @@ function drawChart(e) {
   const cv = $("panel-chart");
   const ctx = cv.getContext("2d");
   ctx.clearRect(0, 0, cv.width, cv.height);
-  const h = history.get(e.id) || [];
+  const h = produced.get(e.id) || [];
   const rates = [];
   for (let i = 5; i < h.length; i++) {
     const dt = h[i][0] - h[i - 5][0];
@@ -535,6 +540,7 @@ let lastNow = performance.now();
 let lastSample = 0;
 
 function frameCamera() {
+  scene.updateMatrixWorld();
   const box = new THREE.Box3();
   for (const e of ents.values()) if (e.obj) box.expandByObject(e.obj);
   if (box.isEmpty()) return;
@@ -560,10 +566,10 @@ function loop(now) {
   const t0 = performance.now();
   if (pending.length) {
     for (const f of pending.splice(0)) applyFrame(f);
-    if (!framed) frameCamera();
   }
   const t1 = performance.now();
   interpolate(now);
+  if (!framed && seq !== null) frameCamera();
   walkStep(Math.min(0.1, (now - lastNow) / 1000));
   lastNow = now;
   if (!walk.isLocked) orbit.update();
