@@ -35,6 +35,7 @@ from .protocol import (
     serialize_client,
 )
 from .replica import Replica
+from .server import _RedactingLogger
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,15 @@ class TwinClient:
             compression=None,
             open_timeout=self.open_timeout_s,
             max_size=None,
+            logger=_RedactingLogger(logging.getLogger("websockets.client"), {}),
         )
         self.connections += 1
         r = self.replica
         join = Join(
             session=r.session if r.seq is not None else None,
             last_seq=r.seq,
-            last_eseq=None if r.eseq_next is None else r.eseq_next - 1,
+            # eseq_next 0: no event yet, and the protocol has no "-1" (last_eseq is >= 0)
+            last_eseq=r.eseq_next - 1 if r.eseq_next else None,
             interest=self.interest,
         )
         hello = await self._ws.recv()
@@ -188,7 +191,7 @@ class TwinClient:
     ) -> dict[str, Any]:
         """Send a command and wait for its ``command_result`` (returned as a map)."""
         cid = command_id or f"c{next(self._ids)}-{id(self):x}"
-        seen = len(self.replica.events)
+        before = _events_received(self.replica)
         await self.send(
             {
                 "type": "command",
@@ -199,17 +202,19 @@ class TwinClient:
             }
         )
 
-        def done(r: Replica) -> bool:
-            return any(
-                e.get("type") == MsgType.COMMAND_RESULT and e.get("id") == cid
-                for e in list(r.events)[max(0, seen - 1) :]
-            )
+        def result(r: Replica) -> dict[str, Any] | None:
+            # only events received since the send: a reused id must not match an old result
+            n = min(len(r.events), _events_received(r) - before)
+            for e in list(r.events)[len(r.events) - n :] if n > 0 else []:
+                if e.get("type") == MsgType.COMMAND_RESULT and e.get("id") == cid:
+                    return dict(e)
+            return None
 
-        await self.wait_for(done, timeout)
-        for e in reversed(self.replica.events):
-            if e.get("type") == MsgType.COMMAND_RESULT and e.get("id") == cid:
-                return dict(e)
-        raise LookupError(cid)  # pragma: no cover - wait_for guarantees it
+        await self.wait_for(lambda r: result(r) is not None, timeout)
+        found = result(self.replica)
+        if found is None:  # pragma: no cover - wait_for guarantees it
+            raise LookupError(cid)
+        return found
 
     async def subscribe(self, interest: Interest) -> None:
         from .protocol import Subscribe
@@ -219,3 +224,8 @@ class TwinClient:
 
     async def resync(self, reason: str = "requested") -> None:
         await self.send({"type": "resync", "reason": reason})
+
+
+def _events_received(r: Replica) -> int:
+    """How many events (alarms and command results) ``r`` has appended to ``r.events``."""
+    return r.stats[f"recv.{MsgType.ALARM.value}"] + r.stats[f"recv.{MsgType.COMMAND_RESULT.value}"]

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Source = Callable[[SceneStore, float], float]
 
 _SHA_PATH = re.compile(r"^/assets/([0-9a-f]{64})(?:\.glb)?$")
-_SECRET = re.compile(r"(?i)(bearer[ .])[A-Za-z0-9._~+/=-]+")
+_SECRET = re.compile(r"(?i)(bearer(?:\.|\s+))[^\s,]+")
 
 
 def redact(text: str) -> str:
@@ -119,6 +119,7 @@ class TwinServer:
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
+            process_response=self._process_response,
             max_size=MAX_INBOUND_BYTES,
             compression=None,
             ping_interval=self.config.ping_interval_s,
@@ -163,6 +164,14 @@ class TwinServer:
             return self._static(conn, path)
         return conn.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
 
+    def _process_response(
+        self, conn: ServerConnection, request: Request, response: Response
+    ) -> None:
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            # admitted by _check_ws, then refused by websockets (e.g. no Upgrade header): the
+            # handler never runs, so its principal would stay in _pending forever
+            self._pending.pop(id(conn), None)
+
     def _check_ws(self, conn: ServerConnection, request: Request) -> Response | None:
         h = request.headers
         offered = [p.strip() for v in h.get_all("Sec-WebSocket-Protocol") for p in v.split(",")]
@@ -199,7 +208,8 @@ class TwinServer:
             return conn.respond(http.HTTPStatus.NOT_FOUND, "no such asset\n")
         if not_modified(request.headers.get("If-None-Match"), sha):
             resp = conn.respond(http.HTTPStatus.NOT_MODIFIED, "")
-            resp.headers.update(cache_headers(sha))
+            del resp.headers["Content-Length"], resp.headers["Content-Type"]  # no body
+            resp.headers.update(cache_headers(sha))  # Headers.update appends: no duplicates
             return resp
         body = self.assets.get(sha)
         return _response(http.HTTPStatus.OK, body, cache_headers(sha, size=len(body)))
@@ -283,6 +293,8 @@ class TwinServer:
         now = time.monotonic()
         groups: dict[int, tuple[bytes, list[ServerConnection]]] = {}
         for s, conn, opened in list(self._conns.values()):
+            if s.close_request is not None:
+                continue  # its close is under way (one close task, not one a tick)
             if s.state is SessionState.AWAIT_JOIN:
                 if now - opened > self.config.join_timeout_s:
                     s.close_request = (CloseCode.JOIN_TIMEOUT, "no join")
@@ -314,8 +326,8 @@ class TwinServer:
 
 
 def _response(status: http.HTTPStatus, body: bytes, headers: dict[str, str]) -> Response:
-    hdrs = Headers(**{"Content-Length": str(len(body))})
-    for k, v in headers.items():
+    hdrs = Headers()
+    for k, v in {"Content-Length": str(len(body)), **headers}.items():  # one of each
         hdrs[k] = v
     return Response(status.value, status.phrase, hdrs, body)
 
