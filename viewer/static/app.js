@@ -323,6 +323,7 @@ function refresh(e) {
 }
 
 let alarmsDirty = true;
+let timeSuffix = "";
 let kpisDirty = true;
 
 function fmt(v, digits = 0) {
@@ -344,7 +345,8 @@ function renderKpis() {
     $("speed").value = String(Math.log10(c.speed));
     $("speed-out").textContent = `${c.speed}x`;
   }
-  $("kpi-time").textContent = formatTime(sceneT) + (c.paused ? " (paused)" : c.speed && c.speed !== 1 ? ` (${c.speed}x)` : "");
+  timeSuffix = c.paused ? " (paused)" : c.speed && c.speed !== 1 ? ` (${c.speed}x)` : "";
+  $("kpi-time").textContent = formatTime(sceneT) + timeSuffix;
 }
 
 function formatTime(s) {
@@ -578,7 +580,7 @@ function loop(now) {
     lastSample = now;
     if (panelHandle !== null && ents.has(panelHandle)) drawChart(ents.get(panelHandle));
   }
-  if (kpisDirty) { renderKpis(); kpisDirty = false; } else { $("kpi-time").textContent = formatTime(sceneT); }
+  if (kpisDirty) { renderKpis(); kpisDirty = false; } else { $("kpi-time").textContent = formatTime(sceneT) + timeSuffix; }
   if (alarmsDirty) { renderAlarms(); alarmsDirty = false; }
   renderer.render(scene, camera);
   labels.render(scene, camera);
