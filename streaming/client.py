@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +54,7 @@ class TwinClient:
         token_in_subprotocol: bool = False,
         origin: str | None = None,
         open_timeout_s: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.url = url
         self._token = token
@@ -61,6 +63,7 @@ class TwinClient:
         self.token_in_subprotocol = token_in_subprotocol
         self.origin = origin
         self.open_timeout_s = open_timeout_s
+        self.ssl = ssl  # for wss:// with a private CA
         self.replica = Replica()
         self.connections = 0
         self.close_code: int | None = None
@@ -70,6 +73,8 @@ class TwinClient:
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
         self._stopping = False
+        #: Why the client stopped for good (e.g. the server now refuses the token), or None.
+        self.failure: Exception | None = None
 
     async def __aenter__(self) -> TwinClient:
         await self.connect()
@@ -108,6 +113,7 @@ class TwinClient:
             compression=None,
             open_timeout=self.open_timeout_s,
             max_size=None,
+            ssl=self.ssl,
             logger=_RedactingLogger(logging.getLogger("websockets.client"), {}),
         )
         self.connections += 1
@@ -144,8 +150,12 @@ class TwinClient:
                 try:
                     await self._open()
                     break
-                except InvalidStatus:
-                    raise
+                except InvalidStatus as exc:  # refused (token revoked...): stop, and say why
+                    log.warning("reconnect refused: %s", exc)
+                    self.failure = exc
+                    async with self._changed:
+                        self._changed.notify_all()
+                    return
                 except (OSError, ConnectionClosed, TimeoutError):
                     await asyncio.sleep(delay)
                     delay = min(2.0, delay * 2)
@@ -161,11 +171,16 @@ class TwinClient:
     # -- waiting ---------------------------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[Replica], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate(replica)`` holds; raises ``TimeoutError``."""
+        """Wait until ``predicate(replica)`` holds; raises ``TimeoutError``, or
+        ``ConnectionError`` if the client stopped for good (see :attr:`failure`)."""
 
         async def waiter() -> None:
             async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self.replica))
+                await self._changed.wait_for(
+                    lambda: self.failure is not None or predicate(self.replica)
+                )
+            if self.failure is not None and not predicate(self.replica):
+                raise ConnectionError(f"the client stopped: {self.failure}") from self.failure
 
         await asyncio.wait_for(waiter(), timeout)
 

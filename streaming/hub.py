@@ -139,6 +139,7 @@ class Session:
     every: int = 1  # send a state frame at most every this many ticks
     next_due: int = 0  # the first tick (store seq) at which a state frame may go
     ev_next: int = 0  # eseq of the next event to send
+    ev_first: int = 0  # eseq from which this session is owed events (its join point)
     errors: int = 0
     tokens: float = 0.0  # command rate-limit bucket
     tokens_at: float = 0.0
@@ -154,6 +155,7 @@ class _Parked:
     interest: Interest
     visible: set[int] | None
     until: float
+    ev_first: int  # the first eseq the session was owed (its join point)
 
 
 class _ThrottledLog:
@@ -249,7 +251,7 @@ class Hub:
             return
         if s.state is SessionState.LIVE:
             self._parked[s.id] = _Parked(
-                s.principal, s.interest, s.visible, self.clock() + self.resume_s
+                s.principal, s.interest, s.visible, self.clock() + self.resume_s, s.ev_first
             )
             while len(self._parked) > 10_000:
                 self._parked.popitem(last=False)
@@ -342,13 +344,17 @@ class Hub:
                 s.last_seq = m.last_seq
                 s.visible = parked.visible
                 resumed = True
+        # Events owed: after the client's last_eseq, or (when it received none) from the point
+        # the resumed session joined; otherwise from now on.
         events_lost = False
         first = self._events[0][0] if self._events else self._eseq
-        if resumed and m.last_eseq is not None and m.last_eseq + 1 >= first:
-            s.ev_next = m.last_eseq + 1
+        if resumed and parked is not None:
+            owed = parked.ev_first if m.last_eseq is None else m.last_eseq + 1
+            events_lost = owed < first
+            s.ev_next = max(owed, first)
         else:
             s.ev_next = self._eseq
-            events_lost = resumed and m.last_eseq is not None
+        s.ev_first = s.ev_next
         self.metrics["joins.resumed" if resumed else "joins.fresh"] += 1
         s.outbox.append(
             encode(

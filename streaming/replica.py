@@ -103,8 +103,9 @@ class Replica:
             return self._delta(msg)
         elif kind in (MsgType.ALARM, MsgType.COMMAND_RESULT):
             eseq = int(msg["eseq"])
-            if self.eseq_next is not None and eseq != self.eseq_next:
-                self.stats["events.gap"] += 1
+            # eseqs rise; gaps are other sessions' events, going back is a protocol violation
+            if self.eseq_next is not None and eseq < self.eseq_next:
+                self.stats["events.out_of_order"] += 1
             self.eseq_next = eseq + 1
             self.events.append(dict(msg))
         elif kind == MsgType.ERROR:

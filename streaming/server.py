@@ -66,7 +66,6 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    tick_hz: float = 30.0
     origins: tuple[str, ...] = ()
     ssl_context: ssl.SSLContext | None = None
     max_buffer_bytes: int = 256 * 1024
@@ -196,10 +195,11 @@ class TwinServer:
         return None
 
     def _origin_ok(self, origin: str, host: str | None) -> bool:
-        if origin in self.config.origins:
+        """An allowlisted origin, or the server's own: same scheme, same ``Host``."""
+        if origin.rstrip("/") in self.config.origins:
             return True
-        bare = origin.split("://", 1)[-1].rstrip("/")
-        return host is not None and bare == host
+        scheme = "https" if self.config.ssl_context is not None else "http"
+        return host is not None and origin.rstrip("/") == f"{scheme}://{host}"
 
     def _asset(self, conn: ServerConnection, request: Request, sha: str) -> Response:
         from scenes.assets import cache_headers, not_modified

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Compiled process-core programs are kept across runs (a line's first start compiles for
+    # tens of seconds on a small CPU; later starts load it). JAX_COMPILATION_CACHE_DIR overrides.
+    os.environ.setdefault(
+        "JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "twin" / "jax-compilation")
+    )
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -147,7 +147,6 @@ async def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        tick_hz=args.tick_hz,
         origins=tuple(args.origin),
         ssl_context=ctx,
         static_dir=_viewer_dir(),
