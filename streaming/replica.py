@@ -63,6 +63,22 @@ class Replica:
         h = self.by_id[entity_id]
         return self._pos[h].copy(), self._quat[h].copy()
 
+    def copy(self) -> Replica:
+        """A copy of the scene state (entities, components, poses, seq, time); no events."""
+        out = Replica()
+        out.session, out.role, out.name, out.tick_hz = (
+            self.session,
+            self.role,
+            self.name,
+            self.tick_hz,
+        )
+        out.seq, out.t, out.ts = self.seq, self.t, self.ts
+        out.entities = dict(self.entities)
+        out.by_id = dict(self.by_id)
+        out.comps = {h: dict(c) for h, c in self.comps.items()}
+        out._pos, out._quat = self._pos.copy(), self._quat.copy()
+        return out
+
     def ids(self) -> set[str]:
         return set(self.by_id)
 

@@ -9,5 +9,6 @@ COMMAND_MODULES = (
     "twin.commands.render",
     "twin.commands.simulate",
     "twin.commands.serve",
+    "twin.commands.view",
     "twin.commands.demo",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 SIZE_RE = re.compile(r"^(\d+)[xX](\d+)$")
@@ -35,7 +36,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "station type, conveyors, buffers, robots, labels and a legend."
         ),
     )
-    p.add_argument("file", metavar="FILE", help="line file (YAML)")
+    p.add_argument("file", metavar="FILE", nargs="?", help="line file (YAML)")
+    p.add_argument(
+        "--live",
+        metavar="URL",
+        help="instead of a file's layout, draw the current state of a running twin "
+        "(ws://HOST:PORT/ws; token from --token-file or TWIN_TOKEN)",
+    )
+    p.add_argument("--token-file", metavar="FILE", help="token for --live (default: TWIN_TOKEN)")
     p.add_argument(
         "-o",
         "--output",
@@ -56,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from scenes.lineparse import load_line
     from scenes.render import render_line
 
+    if args.live:
+        return _render_live(args)
+    if not args.file:
+        print("error: give a line FILE, or --live URL", file=sys.stderr)
+        return 2
     spec = load_line(args.file)
     out = Path(args.output) if args.output else Path(Path(args.file).stem + ".png")
     if args.verbose == 0:
@@ -66,6 +79,40 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {written} ({w}x{h}): line '{spec.name}', {len(spec.stations)} stations, "
         f"{len(spec.buffers)} buffers ({n_conv} conveyors)"
+    )
+    return 0
+
+
+def _render_live(args: argparse.Namespace) -> int:
+    import pyvista as pv
+
+    from twin.commands.view import read_token
+    from viewer.desktop import LiveScene, Mirror
+
+    token = read_token(args)
+    if not token:
+        print("error: no token: pass --token-file FILE or set TWIN_TOKEN", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else Path("live.png")
+    if args.verbose == 0:
+        _quiet_vtk()
+    mirror = Mirror(args.live, token)
+    try:
+        replica = mirror.read(lambda r: r.copy())
+    finally:
+        mirror.close()
+    w, h = args.size
+    plotter = pv.Plotter(off_screen=True, window_size=[w, h])
+    try:
+        LiveScene(plotter).update(replica)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plotter.screenshot(str(out))
+    finally:
+        plotter.close()
+    n = sum(1 for e in replica.entities.values() if e.kind == "station")
+    print(
+        f"wrote {out} ({w}x{h}): the live state at t={replica.t:.1f} s, seq {replica.seq}, "
+        f"{n} stations"
     )
     return 0
 
