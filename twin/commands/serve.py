@@ -1,9 +1,11 @@
 """``twin serve FILE``: serve a line's twin to viewers over WebSockets (protocol ``twin.v1``).
 
 The line runs in the process core in simulated real time (``--speed`` simulated seconds per
-second) until telemetry drives it. Viewers connect to ``ws://HOST:PORT/ws`` with a token; meshes
-come from ``http://HOST:PORT/assets/SHA256.glb``. Without ``--tokens`` an admin token is generated
-and printed once. Every command, accepted or refused, is appended to the audit log.
+second) until telemetry drives it. The browser viewer is at ``http://HOST:PORT/``; programs
+connect to ``ws://HOST:PORT/ws`` with a token (docs/protocol.md); meshes come from
+``http://HOST:PORT/assets/SHA256.glb``. Without ``--tokens`` an admin token is generated and
+printed once, with a link that signs the browser in. Every command, accepted or refused, is
+appended to the audit log.
 """
 
 from __future__ import annotations
@@ -160,6 +162,9 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"audit log: {args.audit}")
     if tokens_note is not None:
         print(f"admin token (shown once; pass --tokens FILE to use your own): {tokens_note}")
+        if config.static_dir is not None:
+            # the fragment never leaves the browser: the page reads the token and drops it
+            print(f"open: {scheme}://{args.host}:{server.port}/#token={tokens_note}")
     sys.stdout.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
