@@ -100,6 +100,7 @@ class SimulatedLine:
         seed: int = 1,
         speed: float = 1.0,
         on_alarm: Callable[[Mapping[str, Any]], object] | None = None,
+        random_failures: bool = True,
     ) -> None:
         from physics.process import api, engine
         from physics.process.model import build
@@ -113,6 +114,8 @@ class SimulatedLine:
         self.on_alarm = on_alarm
         self._lock = threading.Lock()
         self.model, params = build(spec)
+        if not random_failures:  # breakdowns come from elsewhere (telemetry, a scenario)
+            params = params.replace(mtbf=jnp.full_like(params.mtbf, jnp.inf))
         self.params = api.batch_params(params, 1)
         keys = api.replication_keys(seed, 1, 1)
         self._engine = engine
@@ -192,26 +195,26 @@ class SimulatedLine:
         neck = int(np.argmax(active)) if self.sim_t > 0 else -1
         for i, sid in enumerate(m.station_ids):
             states = st[list(m.slots(i))][: int(np.asarray(self.params.servers)[0, i])]
-            state = _station_state(states)
-            store.update(
-                station_id(sid),
-                {
-                    "state": state.value,
-                    "produced": int(produced[i]),
-                    "scrapped": int(scrapped[i]),
-                    "busy": int(np.sum(states == BUSY)),
-                    "servers": int(states.shape[0]),
-                    # busy, blocked, starved, down: fractions of server time since the start
-                    "fractions": [round(float(frac[i, k]), 4) for k in (BUSY, BLOCKED, IDLE, DOWN)],
-                    "oee": round(float(oee[i]), 4),
-                },
-            )
-            self._track_alarm(store, i, sid, state)
+            comps: dict[str, Any] = {
+                "state": _station_state(states).value,
+                "produced": int(produced[i]),
+                "scrapped": int(scrapped[i]),
+                "busy": int(np.sum(states == BUSY)),
+                "servers": int(states.shape[0]),
+                # busy, blocked, starved, down: fractions of server time since the start
+                "fractions": [round(float(frac[i, k]), 4) for k in (BUSY, BLOCKED, IDLE, DOWN)],
+                "oee": round(float(oee[i]), 4),
+            }
+            comps.update(self.station_overrides(i, comps))
+            store.update(station_id(sid), comps)
+            self._track_alarm(store, i, sid, MachineState(comps["state"]))
         for b, bid in enumerate(m.buffer_ids):
-            store.update(
-                buffer_id(bid),
-                {"level": int(count[b]), "capacity": int(np.asarray(self.params.capacity)[0, b])},
-            )
+            bcomps: dict[str, Any] = {
+                "level": int(count[b]),
+                "capacity": int(np.asarray(self.params.capacity)[0, b]),
+            }
+            bcomps.update(self.buffer_overrides(b, bcomps))
+            store.update(buffer_id(bid), bcomps)
         store.update(
             LINE_ID,
             {
@@ -226,9 +229,21 @@ class SimulatedLine:
                 "sim_time": self.sim_t,
                 "paused": self.paused,
                 "speed": self.speed,
+                **self.line_overrides(),
             },
         )
         self._write_parts(store, count)
+
+    # Hooks for a twin mirroring a real line (twin.live.mirror): what the process core predicts
+    # is replaced by what was measured.
+    def station_overrides(self, i: int, predicted: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def buffer_overrides(self, b: int, predicted: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def line_overrides(self) -> dict[str, Any]:
+        return {}
 
     def _fractions(self) -> np.ndarray:
         """(stations, 4) fractions of server time in IDLE, BUSY, BLOCKED, DOWN since the start."""
