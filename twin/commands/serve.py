@@ -22,10 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from twin.live.sources import parse_source
+
 if TYPE_CHECKING:
     from streaming.auth import AuditRecord
     from streaming.hub import Hub
     from streaming.store import SceneStore
+    from twin.live.mirror import Record
     from twin.simline import SimulatedLine
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this cert")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     p.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="mirror a real line instead of simulating one: embedded (a simulated plant, no "
+        "broker), mqtt://HOST:PORT[?sparkplug=1], opcua://HOST:PORT/PATH or replay:LOG[?speed=X]",
+    )
+    p.add_argument(
+        "--record",
+        default="out/record.sqlite",
+        metavar="PATH",
+        help="with --source: the durable record of telemetry and commands (SQLite; "
+        "default out/record.sqlite; 'none' to keep none)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -85,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0.1 <= args.speed <= 1000:
         print("error: --speed must be within 0.1..1000", file=sys.stderr)
         return 2
+    if args.source:
+        try:
+            parse_source(args.source)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -99,10 +121,13 @@ def build_app(
     tick_hz: float = 30.0,
     assets_dir: str | Path = "out/assets",
     audit: Callable[[AuditRecord], None] | None = None,
+    live: bool = False,
+    recorder: Record | None = None,
 ) -> tuple[SceneStore, Hub, SimulatedLine]:
-    """The line's store, hub and simulation, wired together (used by ``serve`` and tests).
+    """The line's store, hub and simulation (or, with ``live``, its mirror fed by telemetry:
+    a :class:`twin.live.mirror.LiveLine`), wired together (used by ``serve`` and tests).
 
-    Returns ``(store, hub, simline)``; ``audit`` is a callable taking audit records, or None.
+    Returns ``(store, hub, line)``; ``audit`` is a callable taking audit records, or None.
     """
     from scenes.assets import AssetStore, publish_scene
     from scenes.lineparse import load_line
@@ -115,7 +140,13 @@ def build_app(
     store = SceneStore()
     registry = CommandRegistry()
     hub = Hub(store, tick_hz=tick_hz, commands=registry, audit=audit)
-    sim = SimulatedLine(spec, graph, seed=seed, speed=speed, on_alarm=hub.post_alarm)
+    sim: SimulatedLine
+    if live:
+        from twin.live.mirror import LiveLine
+
+        sim = LiveLine(spec, graph, recorder=recorder, on_alarm=hub.post_alarm)
+    else:
+        sim = SimulatedLine(spec, graph, seed=seed, speed=speed, on_alarm=hub.post_alarm)
     sim.populate(store)
     sim.register_commands(registry, store)
     return store, hub, sim
@@ -133,13 +164,28 @@ async def _serve(args: argparse.Namespace) -> int:
         tokens, token = TokenBook.generated()
         tokens_note = token
     audit = AuditLog(args.audit)
+    source = parse_source(args.source) if args.source else None
+    recorder = None
+    write_audit: Callable[[AuditRecord], None] = audit.write
+    if source is not None and args.record != "none":
+        from twin.live.recorder import Recorder
+
+        recorder = Recorder(args.record)
+
+        def write_audit(rec: AuditRecord) -> None:
+            audit.write(rec)
+            recorder.append_command(rec)
+            recorder.flush()
+
     store, hub, sim = build_app(
         args.file,
         speed=args.speed,
         seed=args.seed,
         tick_hz=args.tick_hz,
         assets_dir=args.assets,
-        audit=audit.write,
+        audit=write_audit,
+        live=source is not None,
+        recorder=recorder,
     )
     ctx = None
     if args.tls_cert:
@@ -160,6 +206,22 @@ async def _serve(args: argparse.Namespace) -> int:
     if config.static_dir is not None:
         print(f"viewer: {scheme}://{args.host}:{server.port}/")
     print(f"audit log: {args.audit}")
+    feed: asyncio.Task[None] | None = None
+    if source is not None:
+        from twin.live.mirror import LiveLine
+        from twin.live.sources import run_source
+
+        assert isinstance(sim, LiveLine)  # build_app(live=True) makes one
+        feed = asyncio.create_task(
+            run_source(
+                source,
+                sim.ingest,
+                line=sim.spec,
+                graph=sim.graph,
+                addresses=[t.address for t in sim.tags],
+            )
+        )
+        print(f"mirroring from {source}" + (f"; record: {args.record}" if recorder else ""))
     if tokens_note is not None:
         print(f"admin token (shown once; pass --tokens FILE to use your own): {tokens_note}")
         if config.static_dir is not None:
@@ -172,8 +234,14 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=args.duration)
+    if feed is not None:
+        feed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feed
     await server.stop()
     audit.close()
+    if recorder is not None:
+        recorder.close()
     print(f"stopped after {server.ticks} ticks ({server.overruns} overran)")
     return 0
 
