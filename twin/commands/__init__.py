@@ -10,5 +10,6 @@ COMMAND_MODULES = (
     "twin.commands.simulate",
     "twin.commands.serve",
     "twin.commands.view",
+    "twin.commands.replay",
     "twin.commands.demo",
 )
