@@ -132,7 +132,10 @@ def _msg(
 
 def _schema() -> descriptor_pb2.FileDescriptorProto:
     o, r = _OPT, _REP
-    ext = [_msg("Extension", [], extensions_from=1)]
+
+    def ext(name: str) -> list[descriptor_pb2.DescriptorProto]:
+        return [_msg(name, [], extensions_from=1)]
+
     parameter = _msg(
         "Parameter",
         [
@@ -144,9 +147,9 @@ def _schema() -> descriptor_pb2.FileDescriptorProto:
             ("double_value", 6, _DBL, o, "", 0),
             ("boolean_value", 7, _BOOL, o, "", 0),
             ("string_value", 8, _STR, o, "", 0),
-            ("extension_value", 9, _MSG, o, f"{_P}.Template.Parameter.Extension", 0),
+            ("extension_value", 9, _MSG, o, f"{_P}.Template.Parameter.ParameterValueExtension", 0),
         ],
-        nested=ext,
+        nested=ext("ParameterValueExtension"),
         oneof="value",
     )
     template = _msg(
@@ -170,9 +173,9 @@ def _schema() -> descriptor_pb2.FileDescriptorProto:
             ("double_value", 4, _DBL, o, "", 0),
             ("boolean_value", 5, _BOOL, o, "", 0),
             ("string_value", 6, _STR, o, "", 0),
-            ("extension_value", 7, _MSG, o, f"{_P}.DataSet.DataSetValue.Extension", 0),
+            ("extension_value", 7, _MSG, o, f"{_P}.DataSet.DataSetValue.DataSetValueExtension", 0),
         ],
-        nested=ext,
+        nested=ext("DataSetValueExtension"),
         oneof="value",
     )
     row = _msg(
@@ -204,9 +207,9 @@ def _schema() -> descriptor_pb2.FileDescriptorProto:
             ("string_value", 8, _STR, o, "", 0),
             ("propertyset_value", 9, _MSG, o, f"{_P}.PropertySet", 0),
             ("propertysets_value", 10, _MSG, o, f"{_P}.PropertySetList", 0),
-            ("extension_value", 11, _MSG, o, f"{_P}.PropertyValue.Extension", 0),
+            ("extension_value", 11, _MSG, o, f"{_P}.PropertyValue.PropertyValueExtension", 0),
         ],
-        nested=ext,
+        nested=ext("PropertyValueExtension"),
         oneof="value",
     )
     property_set = _msg(
@@ -257,9 +260,9 @@ def _schema() -> descriptor_pb2.FileDescriptorProto:
             ("bytes_value", 16, _BYTES, o, "", 0),
             ("dataset_value", 17, _MSG, o, f"{_P}.DataSet", 0),
             ("template_value", 18, _MSG, o, f"{_P}.Template", 0),
-            ("extension_value", 19, _MSG, o, f"{_P}.Metric.Extension", 0),
+            ("extension_value", 19, _MSG, o, f"{_P}.Metric.MetricValueExtension", 0),
         ],
-        nested=ext,
+        nested=ext("MetricValueExtension"),
         oneof="value",
     )
     payload = _msg(
