@@ -11,5 +11,6 @@ COMMAND_MODULES = (
     "twin.commands.serve",
     "twin.commands.view",
     "twin.commands.replay",
+    "twin.commands.gateway_sim",
     "twin.commands.demo",
 )
