@@ -255,19 +255,34 @@ function growParts() {
 function applyTransforms(xf, snap) {
   const now = performance.now();
   const dur = 1000 / tickHz;
+  const { ids, pos, rot } = xf;
   for (let i = 0; i < xf.n; i++) {
-    const e = ents.get(xf.ids[i]);
+    const e = ents.get(ids[i]);
     if (!e) continue;
-    const to = {
-      x: xf.pos[3 * i], y: xf.pos[3 * i + 1], z: xf.pos[3 * i + 2],
-      q: new THREE.Quaternion(xf.rot[4 * i], xf.rot[4 * i + 1], xf.rot[4 * i + 2], xf.rot[4 * i + 3]).normalize(),
-    };
-    if (!e.pose || snap) {
-      e.pose = { from: to, to, t0: now, dur, cur: { x: to.x, y: to.y, z: to.z, q: to.q.clone() } };
-    } else {
-      const c = e.pose.cur;
-      e.pose = { from: { x: c.x, y: c.y, z: c.z, q: c.q.clone() }, to, t0: now, dur, cur: c };
+    // poses are updated in place: no allocation per entity per frame (5,000 parts at 30 Hz)
+    let p = e.pose;
+    const fresh = !p;
+    if (fresh) {
+      p = e.pose = {
+        from: { x: 0, y: 0, z: 0, q: new THREE.Quaternion() },
+        to: { x: 0, y: 0, z: 0, q: new THREE.Quaternion() },
+        t0: now, dur, cur: { x: 0, y: 0, z: 0, q: new THREE.Quaternion() },
+      };
     }
+    const to = p.to;
+    to.x = pos[3 * i]; to.y = pos[3 * i + 1]; to.z = pos[3 * i + 2];
+    to.q.set(rot[4 * i], rot[4 * i + 1], rot[4 * i + 2], rot[4 * i + 3]).normalize();
+    const from = p.from, c = p.cur;
+    if (snap || fresh) {
+      from.x = c.x = to.x; from.y = c.y = to.y; from.z = c.z = to.z;
+      from.q.copy(to.q);
+      c.q.copy(to.q);
+    } else {
+      from.x = c.x; from.y = c.y; from.z = c.z;
+      from.q.copy(c.q);
+    }
+    p.t0 = now;
+    p.dur = dur;
     e.moving = true;
   }
 }
@@ -277,6 +292,7 @@ const tmpP = new THREE.Vector3();
 const ONE = new THREE.Vector3(1, 1, 1);
 
 function interpolate(now) {
+  let partsMoved = false;
   for (const e of ents.values()) {
     if (!e.moving || !e.pose) continue;
     const p = e.pose;
@@ -292,12 +308,13 @@ function interpolate(now) {
       tmpP.set(p.cur.x, p.cur.y, p.cur.z);
       tmpM.compose(tmpP, p.cur.q, ONE);
       parts.setMatrixAt(i, tmpM);
-      parts.instanceMatrix.needsUpdate = true;
+      partsMoved = true;
     } else if (e.obj) {
       e.obj.position.set(p.cur.x, p.cur.y, p.cur.z);
       e.obj.quaternion.copy(p.cur.q);
     }
   }
+  if (partsMoved) parts.instanceMatrix.needsUpdate = true; // one upload, however many moved
 }
 
 // -- state to pixels -----------------------------------------------------------------------------
