@@ -1,0 +1,64 @@
+"""The process core's random numbers: the generator and the loop-free gamma sampler."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import physics.process.model  # noqa: F401  (enables float64)
+from physics.process import dists
+from scenes.spec import DistKind
+
+
+def _gamma(shape: float, n: int, seed: int) -> np.ndarray:
+    key = dists.rng_key(jax.random.PRNGKey(seed))
+    return np.asarray(jax.jit(lambda k: dists.gamma(k, jnp.asarray(shape), (n,)))(key))
+
+
+@pytest.mark.parametrize("shape", [0.2, 0.7, 1.0, 1.5, 4.0, 30.0])
+def test_gamma_matches_scipy(shape: float) -> None:
+    x = _gamma(shape, 200_000, seed=11)
+    assert np.all(np.isfinite(x)) and np.all(x > 0)
+    assert stats.kstest(x, stats.gamma(shape).cdf).pvalue > 1e-3
+    # mean and variance are both `shape`; 6 standard errors
+    assert abs(x.mean() - shape) < 6 * np.sqrt(shape / x.size)
+    assert abs(x.var() - shape) < 6 * np.sqrt(2 * shape * (shape + 3) / x.size)
+
+
+def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one proposal up front, thousands of variates go through the fallback rounds."""
+    monkeypatch.setattr(dists, "GAMMA_PROPOSALS", 1)
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+
+    @jax.jit
+    def draw(keys: jax.Array) -> jax.Array:
+        return jax.vmap(lambda k: dists.gamma(dists.rng_key(k), jnp.asarray(1.0), (2000,)))(keys)
+
+    x = np.asarray(draw(keys)).ravel()
+    assert np.all(np.isfinite(x))
+    assert stats.kstest(x, stats.gamma(1.0).cdf).pvalue > 1e-3
+
+
+def test_sample_gamma_has_the_file_mean_and_cv() -> None:
+    n = 200_000
+    u = jnp.full((n,), 0.5)
+    key = dists.rng_key(jax.random.PRNGKey(5))
+    z = jnp.asarray(0.0)
+    x = np.asarray(
+        dists.sample(
+            DistKind.GAMMA, u, key, jnp.asarray(20.0), jnp.asarray(0.5), z, z, jnp.zeros(1), z
+        )
+    )
+    assert x.mean() == pytest.approx(20.0, rel=0.01)
+    assert x.std() / x.mean() == pytest.approx(0.5, rel=0.02)
+
+
+def test_uniforms_from_the_generator() -> None:
+    key = jax.random.PRNGKey(7)
+    assert np.array_equal(np.asarray(dists.raw_key(dists.rng_key(key))), np.asarray(key))
+    u = np.asarray(jax.random.uniform(dists.rng_key(key), (200_000,), dtype=jnp.float64))
+    assert u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
