@@ -1,9 +1,12 @@
 """``twin demo``: the engine's main job on its embedded defaults, with no external services.
 
 It validates the example lines, simulates one with the process core (a batch of replications,
-with a KPI table), renders every example to a PNG, and then serves the line's live twin
-(``twin serve``: the line running in simulated time, streamed over WebSockets) with a generated
-token, printing where to connect. It runs until interrupted (Ctrl-C), or ``--serve-seconds``.
+with a KPI table), renders every example to a PNG, and then runs a plant and its live twin
+together: a simulated plant reports its tags like a gateway, and ``twin serve`` mirrors it from
+that telemetry and streams it to viewers, with a generated token, printing where to connect. With
+no broker named the plant feeds the twin in-process (``--source embedded``); with ``--mqtt URL`` it
+publishes through that broker (``twin gateway-sim``) and the twin subscribes. ``--sim`` serves a
+simulated line at ``--speed`` instead. It runs until interrupted (Ctrl-C), or ``--serve-seconds``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="validate, simulate and render the example lines (no services needed)",
+        help="validate, simulate, render the examples, then run a plant and its live twin",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,6 +35,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=10.0,
         help="simulated seconds per second while serving (default 10)",
+    )
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="run the plant and the twin through this MQTT broker (mqtt://HOST:PORT)",
+    )
+    p.add_argument(
+        "--sim",
+        action="store_true",
+        help="serve a simulated line (at --speed) instead of a plant and its mirror",
     )
     p.add_argument(
         "--serve-seconds",
@@ -89,9 +102,34 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"{name}.png"
         render_line(s, path, size=(1400, 800))
         print(f"   {path}")
-    print(f"\n4. serving the live twin of '{spec.name}' at {args.speed:g}x speed (Ctrl-C stops)")
     from twin.commands import serve
 
+    source = None
+    gateway = None
+    if args.sim:
+        print(f"\n4. serving '{spec.name}' simulated at {args.speed:g}x speed (Ctrl-C stops)")
+    elif args.mqtt:
+        import subprocess
+        import sys
+
+        print(f"\n4. a plant publishing to {args.mqtt}, and its live twin (Ctrl-C stops)")
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twin",
+                "gateway-sim",
+                str(EXAMPLES_DIR / f"{args.line}.yaml"),
+                "--mqtt",
+                args.mqtt,
+                "--noise",
+                "0.01",
+            ]
+        )
+        source = args.mqtt
+    else:
+        print(f"\n4. a plant and its live twin of '{spec.name}', in-process (Ctrl-C stops)")
+        source = "embedded"
     serve_args = argparse.Namespace(
         file=str(EXAMPLES_DIR / f"{args.line}.yaml"),
         host="127.0.0.1",
@@ -106,5 +144,12 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=None,
         tls_key=None,
         duration=args.serve_seconds,
+        source=source,
+        record=str(out / "record.sqlite") if source else "none",
     )
-    return serve.run(serve_args)
+    try:
+        return serve.run(serve_args)
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            gateway.wait(30)

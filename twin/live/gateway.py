@@ -110,7 +110,7 @@ class Gateway:
         for address, a in self.spb.items():
             tag = self.plant.tags.by_address[address]
             devices[a.group, a.node].setdefault(a.device, {})[a.metric] = _datatype(tag)
-        return {
+        nodes = {
             key: SparkplugNode(
                 key[0],
                 key[1],
@@ -119,6 +119,16 @@ class Gateway:
             )
             for key, devs in devices.items()
         }
+        # births carry current values (a real edge node has them): prime each node with the
+        # plant's readings, so no metric is born null
+        now_ms = int(time.time() * 1000)
+        current: dict[tuple[str, str, str | None], dict[str, Any]] = defaultdict(dict)
+        for address, a in self.spb.items():
+            tag = self.plant.tags.by_address[address]
+            current[a.group, a.node, a.device][a.metric] = self.plant.raw_now(tag)
+        for (group, node, device), values in current.items():
+            nodes[group, node].data(device, values, now_ms)  # sets the values; not published
+        return nodes
 
     async def run(self, duration_s: float | None = None) -> None:
         from contextlib import AsyncExitStack
@@ -155,6 +165,10 @@ class Gateway:
                 spb_pubs[group, node] = await stack.enter_async_context(
                     MqttPublisher(self.mqtt, node=sp, client_id=f"{self.client_id}-{group}-{node}")
                 )
+            # births go out on connect, stamped then: data sampled before would arrive older
+            for pub in [json_pub, *spb_pubs.values()]:
+                if pub is not None:
+                    await pub.wait_connected(30.0)
         if self.opcua:
             from .opcua import OpcUaPlant
 

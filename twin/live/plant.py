@@ -84,6 +84,10 @@ class Plant:
         t = self.sim.sim_t
         return lo + (hi - lo) * (0.5 + 0.2 * math.sin(t / 60.0))
 
+    def raw_now(self, tag: Tag) -> Any:
+        """The raw value a gateway would report for ``tag`` now."""
+        return self._raw(tag, self.truth(tag))
+
     def poll(self, wall: float | None = None) -> list[Sample]:
         """Advance the plant to ``wall`` (Unix seconds) and return the reports now due."""
         wall = time.time() if wall is None else wall
