@@ -219,6 +219,7 @@ async def _serve(args: argparse.Namespace) -> int:
                 line=sim.spec,
                 graph=sim.graph,
                 addresses=[t.address for t in sim.tags],
+                twin_clock=sim.set_clock,
             )
         )
         print(f"mirroring from {source}" + (f"; record: {args.record}" if recorder else ""))

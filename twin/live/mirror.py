@@ -79,6 +79,11 @@ class LiveLine(SimulatedLine):
         }
         self._station_index = {station_id(s): i for i, s in enumerate(self.model.station_ids)}
 
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Judge time (timestamps, staleness) by ``clock`` from now on (a replay's clock)."""
+        self._clock = clock
+        self.twin.clock = clock
+
     # -- telemetry in ----------------------------------------------------------------------------
 
     def ingest(self, items: Iterable[Telemetry]) -> None:
@@ -121,7 +126,7 @@ class LiveLine(SimulatedLine):
     # -- each tick -------------------------------------------------------------------------------
 
     def __call__(self, store: SceneStore, wall: float) -> float:
-        self.twin.check_stale(wall)
+        self.twin.check_stale()  # by the twin's clock (a replay's clock follows the record)
         self._correct()
         return super().__call__(store, wall)
 

@@ -79,8 +79,10 @@ async def run_source(
     graph: SceneGraph,
     addresses: Sequence[str],
     client_id: str = "twin-mirror",
+    twin_clock: Callable[[Callable[[], float]], None] | None = None,
 ) -> None:
-    """Run ``spec`` until cancelled."""
+    """Run ``spec`` until cancelled. For a replay, ``twin_clock`` is handed the clock the twin
+    must judge time by (the record's, not the wall's: timestamps, staleness)."""
     if spec.kind == "embedded":
         await run_embedded(line, graph, on_telemetry)
     elif spec.kind == "mqtt":
@@ -100,9 +102,36 @@ async def run_source(
     elif spec.kind == "replay":
         from .replay import replay
 
-        await replay(spec.url, on_telemetry, speed=spec.speed)
+        clock = ReplayClock(spec.speed)
+        if twin_clock is not None:
+            twin_clock(clock.now)
+
+        def deliver(items: list[Telemetry]) -> None:
+            clock.advance(max(i.received_ts for i in items))
+            on_telemetry(items)
+
+        await replay(spec.url, deliver, speed=spec.speed)
     else:  # pragma: no cover - parse_source makes only these
         raise ConfigError(f"unknown source kind {spec.kind}")
+
+
+class ReplayClock:
+    """The time of a replayed record: the arrival time of the last item delivered, running on
+    at the replay's speed until the next one."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed if 0 < speed < float("inf") else 0.0
+        self._t: float | None = None
+        self._at = time.monotonic()
+
+    def advance(self, t: float) -> None:
+        self._t = t
+        self._at = time.monotonic()
+
+    def now(self) -> float:
+        if self._t is None:
+            return time.time()
+        return self._t + (time.monotonic() - self._at) * self.speed
 
 
 async def run_embedded(
