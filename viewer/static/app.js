@@ -358,6 +358,14 @@ function renderKpis() {
   $("kpi-bottleneck").textContent = c.bottleneck || "–";
   $("kpi-stale").textContent = fmt(c.stale_tags || 0);
   $("kpi-rejected").textContent = fmt(c.rejected || 0);
+  const reasons = Object.entries(c.rejected_by_reason || {}).map(([k, n]) => `${k}: ${n}`);
+  const links = Object.entries(c.links || {}).map(([k, up]) => `${k} ${up ? "up" : "DOWN"}`);
+  $("kpi-rejected").parentElement.title =
+    (reasons.length ? `rejected by reason: ${reasons.join(", ")}` : "nothing rejected") +
+    (links.length ? `; links: ${links.join(", ")}` : "") +
+    (c.divergence && c.divergence.state_mismatch != null
+      ? `; prediction vs measurement: ${(100 * c.divergence.state_mismatch).toFixed(1)}% of states differed`
+      : "");
   if (typeof c.speed === "number" && document.activeElement !== $("speed")) {
     $("speed").value = String(Math.log10(c.speed));
     $("speed-out").textContent = `${c.speed}x`;
@@ -418,6 +426,16 @@ function showPanel(e) {
   $("panel-oee").textContent = typeof c.oee === "number" ? `${(100 * c.oee).toFixed(1)}%` : "–";
   const f = c.fractions;
   $("panel-fractions").textContent = f ? f.map((x) => `${(100 * x).toFixed(0)}%`).join(" / ") : "–";
+  const tags = Object.entries(c.tags || {});
+  $("panel-tags-title").hidden = tags.length === 0;
+  $("panel-tags").replaceChildren(...tags.map(([name, t]) => {
+    const li = document.createElement("li");
+    const v = typeof t.value === "number" ? Number(t.value.toFixed(2)) : t.value;
+    li.textContent = `${name}: ${v ?? "–"}${t.unit ? " " + t.unit : ""}` + (t.stale ? " (stale)" : "") +
+      (t.quality && t.quality !== "good" ? ` [${t.quality}]` : "");
+    li.className = t.stale ? "stale" : "";
+    return li;
+  }));
   const mine = alarms().filter((a) => a.props.entity === e.id).slice(0, 5);
   $("panel-alarms").replaceChildren(...mine.map((a) => {
     const li = document.createElement("li");
