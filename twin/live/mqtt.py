@@ -342,16 +342,24 @@ class MqttSource:
         return bool(readable)
 
     def _flush(self, final: bool = False) -> None:
-        """Decode what arrived, hand it over, then acknowledge it. While the socket still has
-        data (and the batch is not full), wait one more loop turn so the batch grows."""
+        """Read what else the socket holds (up to ``batch_max`` messages), decode the batch,
+        hand it over, then acknowledge it.
+
+        Reading here, with paho's ``loop_read`` (what aiomqtt's reader callback calls), saves
+        one event-loop turn per message; a read error is left to that callback, which sees it
+        on its next turn and ends the connection."""
+        paho = self._paho
+        if not final and paho is not None:
+            self._flush_scheduled = True  # messages read below join this batch
+            while len(self._pending) < self.config.batch_max and self._more_to_read():
+                try:
+                    if paho.loop_read() != 0:
+                        break
+                except OSError:
+                    break
         self._flush_scheduled = False
         pending = self._pending
         if not pending:
-            return
-        if not final and len(pending) < self.config.batch_max and self._more_to_read():
-            self._flush_scheduled = True
-            assert self._loop is not None  # set by run() before any message
-            self._loop.call_soon(self._flush)
             return
         self._pending = []
         self.received += len(pending)
