@@ -45,6 +45,7 @@ from .protocol import (
     Resync,
     Role,
     Subscribe,
+    TelemetryBatch,
     decode,
     encode,
     parse_client,
@@ -66,12 +67,14 @@ TRANSITIONS: Mapping[SessionState, Mapping[MsgType, SessionState]] = {
     SessionState.AWAIT_JOIN: {
         MsgType.JOIN: SessionState.LIVE,
         MsgType.PING: SessionState.AWAIT_JOIN,
+        MsgType.TELEMETRY: SessionState.AWAIT_JOIN,  # a gateway need not join
     },
     SessionState.LIVE: {
         MsgType.SUBSCRIBE: SessionState.LIVE,
         MsgType.RESYNC: SessionState.LIVE,
         MsgType.COMMAND: SessionState.LIVE,
         MsgType.PING: SessionState.LIVE,
+        MsgType.TELEMETRY: SessionState.LIVE,
     },
     SessionState.CLOSED: {},
 }
@@ -194,6 +197,7 @@ class Hub:
         command_burst: int = 20,
         resume_s: float = 60.0,
         chunk_entities: int = 2000,
+        ingest: Callable[[Principal, list[Mapping[str, Any]]], None] | None = None,
     ) -> None:
         if not 1 <= tick_hz <= 120:
             raise ValueError("tick_hz must be within 1..120")
@@ -207,6 +211,8 @@ class Hub:
         self.command_burst = command_burst
         self.resume_s = resume_s
         self.chunk_entities = chunk_entities
+        #: where pushed telemetry goes (the live twin), or None: refused
+        self.ingest = ingest
         self.t = 0.0  # the scene's own time (simulated or twin time), set by the driver
         self.ts = 0.0  # wall clock of the last tick
         self.metrics: Counter[str] = Counter()
@@ -313,6 +319,8 @@ class Hub:
             s.last_seq = None
         elif isinstance(msg, Command):
             self._command(s, msg)
+        elif isinstance(msg, TelemetryBatch):
+            self._telemetry(s, msg)
         elif isinstance(msg, Ping):
             s.outbox.append(
                 encode({"type": MsgType.PONG.value, "nonce": msg.nonce, "ts": self.clock()})
@@ -368,6 +376,19 @@ class Hub:
                 }
             )
         )
+
+    # -- telemetry pushed by gateways --------------------------------------------------------------
+
+    def _telemetry(self, s: Session, m: TelemetryBatch) -> None:
+        if s.principal.role not in (Role.GATEWAY, Role.ADMIN):
+            raise RemoteProtocolError(
+                ErrorCode.FORBIDDEN, f"role '{s.principal.role.value}' may not push telemetry"
+            )
+        if self.ingest is None:
+            raise RemoteProtocolError(ErrorCode.UNEXPECTED, "this twin takes no pushed telemetry")
+        self.metrics["telemetry.messages"] += 1
+        self.metrics["telemetry.samples"] += len(m.samples)
+        self.ingest(s.principal, list(m.samples))
 
     # -- commands --------------------------------------------------------------------------------
 

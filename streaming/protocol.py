@@ -48,10 +48,18 @@ class MsgType(StrEnum):
     RESYNC = "resync"
     COMMAND = "command"
     PING = "ping"
+    TELEMETRY = "telemetry"  # gateways that push (role gateway)
 
 
 CLIENT_TYPES = frozenset(
-    {MsgType.JOIN, MsgType.SUBSCRIBE, MsgType.RESYNC, MsgType.COMMAND, MsgType.PING}
+    {
+        MsgType.JOIN,
+        MsgType.SUBSCRIBE,
+        MsgType.RESYNC,
+        MsgType.COMMAND,
+        MsgType.PING,
+        MsgType.TELEMETRY,
+    }
 )
 SERVER_TYPES = frozenset(set(MsgType) - CLIENT_TYPES)
 
@@ -94,6 +102,7 @@ class Role(StrEnum):
     TRAINER = "trainer"
     DESIGNER = "designer"
     ADMIN = "admin"
+    GATEWAY = "gateway"  # a machine that pushes telemetry; may do nothing else
 
 
 # -- codec ---------------------------------------------------------------------------------------
@@ -187,7 +196,16 @@ class Ping:
     nonce: int | str | None = None
 
 
-ClientMessage = Join | Subscribe | Resync | Command | Ping
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryBatch:
+    """client -> server (role ``gateway``): tag values pushed by a gateway. Each item is a map
+    with a string ``address`` and a ``value``, optionally ``ts`` and ``quality``; the twin judges
+    the rest (``docs/telemetry.md``)."""
+
+    samples: tuple[Mapping[str, Any], ...]
+
+
+ClientMessage = Join | Subscribe | Resync | Command | Ping | TelemetryBatch
 
 
 def _bad(reason: str) -> Exception:
@@ -276,6 +294,15 @@ def parse_client(msg: Mapping[str, Any]) -> ClientMessage:
             action=_str(msg, "action", max_len=64),
             args=args,
         )
+    if kind == MsgType.TELEMETRY:
+        samples = msg.get("samples")
+        if (
+            not isinstance(samples, list)
+            or not samples
+            or not all(isinstance(x, dict) and isinstance(x.get("address"), str) for x in samples)
+        ):
+            raise _bad("'samples' must be a non-empty list of maps with a string 'address'")
+        return TelemetryBatch(samples=tuple(samples))
     if kind == MsgType.PING:
         nonce = msg.get("nonce")
         if nonce is not None and not isinstance(nonce, (int, str)):
@@ -317,6 +344,8 @@ def serialize_client(m: ClientMessage) -> dict[str, Any]:
             "action": m.action,
             "args": dict(m.args),
         }
+    if isinstance(m, TelemetryBatch):
+        return {"type": MsgType.TELEMETRY.value, "samples": [dict(x) for x in m.samples]}
     return {"type": MsgType.PING.value, "nonce": m.nonce}
 
 

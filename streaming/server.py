@@ -31,7 +31,7 @@ from websockets.http11 import Request, Response
 
 from .auth import Principal, TokenBook, token_from_headers
 from .hub import Hub, Session, SessionState
-from .protocol import MAX_INBOUND_BYTES, SUBPROTOCOL, CloseCode
+from .protocol import MAX_INBOUND_BYTES, SUBPROTOCOL, CloseCode, Role
 from .store import SceneStore
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,8 @@ class TwinServer:
             if s.close_request is not None:
                 continue  # its close is under way (one close task, not one a tick)
             if s.state is SessionState.AWAIT_JOIN:
-                if now - opened > self.config.join_timeout_s:
+                gateway = s.principal.role is Role.GATEWAY  # pushes, never joins
+                if not gateway and now - opened > self.config.join_timeout_s:
                     s.close_request = (CloseCode.JOIN_TIMEOUT, "no join")
                     self._close_soon(conn, s.close_request)
                 continue

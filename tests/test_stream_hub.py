@@ -260,3 +260,21 @@ def test_max_hz_thins_frames() -> None:
 def test_tick_rate_is_bounded(hz: float) -> None:
     with pytest.raises(ValueError, match="tick_hz"):
         Hub(SceneStore(), tick_hz=hz)
+
+
+def test_pushed_telemetry_is_for_gateways_only() -> None:
+    got: list[tuple[str, list[Any]]] = []
+    hub, *_ = make_hub()
+    hub.ingest = lambda p, items: got.append((p.name, items))
+    gw = hub.open(Principal(name="gw1", role=Role.GATEWAY))
+    outbox(gw)
+    msg = encode({"type": "telemetry", "samples": [{"address": "a/b", "value": 1}]})
+    hub.receive(gw, msg)  # no join needed
+    assert got == [("gw1", [{"address": "a/b", "value": 1}])] and outbox(gw) == []
+    assert gw.state is SessionState.AWAIT_JOIN and hub.metrics["telemetry.samples"] == 1
+    op = joined(hub)
+    hub.receive(op, msg)
+    assert outbox(op)[0]["code"] == "forbidden" and len(got) == 1
+    hub.ingest = None
+    hub.receive(gw, msg)
+    assert outbox(gw)[0]["code"] == "unexpected"

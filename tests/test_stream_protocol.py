@@ -23,6 +23,7 @@ from streaming.protocol import (
     Ping,
     Resync,
     Subscribe,
+    TelemetryBatch,
     decode,
     encode,
     pack_transforms,
@@ -72,6 +73,14 @@ client_messages = st.one_of(
         args=st.dictionaries(st.text(max_size=8), msgpack_values, max_size=4),
     ),
     st.builds(Ping, nonce=st.none() | st.integers(0, 2**31) | st.text(max_size=10)),
+    st.builds(
+        TelemetryBatch,
+        samples=st.lists(
+            st.fixed_dictionaries({"address": st.text(max_size=20), "value": msgpack_values}),
+            min_size=1,
+            max_size=5,
+        ).map(tuple),
+    ),
 )
 
 
@@ -165,6 +174,8 @@ def _code(data: bytes) -> ErrorCode:
         ),
         (encode({"type": "resync", "reason": 3}), ErrorCode.BAD_FIELD),
         (encode({"type": "ping", "nonce": [1]}), ErrorCode.BAD_FIELD),
+        (encode({"type": "telemetry", "samples": []}), ErrorCode.BAD_FIELD),
+        (encode({"type": "telemetry", "samples": [{"value": 1}]}), ErrorCode.BAD_FIELD),
     ],
 )
 def test_bad_client_messages_get_their_error_code(data: bytes, code: ErrorCode) -> None:

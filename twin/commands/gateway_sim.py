@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="publish spBv1.0/... addresses as Sparkplug B (births, aliases, seq)",
     )
+    p.add_argument(
+        "--push",
+        metavar="URL",
+        help="push over a twin's WebSocket (ws://HOST:PORT/ws; twin serve --source push) "
+        "with the gateway token in --token-file or TWIN_TOKEN",
+    )
+    p.add_argument("--token-file", metavar="FILE", help="token for --push (default TWIN_TOKEN)")
     p.add_argument("--opcua", type=int, metavar="PORT", help="serve the tags over OPC UA")
     p.add_argument("--opcua-host", default="127.0.0.1", help="OPC UA bind address (127.0.0.1)")
     p.add_argument(
@@ -52,8 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.mqtt and args.opcua is None:
-        print("error: give --mqtt URL and/or --opcua PORT", file=sys.stderr)
+    if not args.mqtt and args.opcua is None and not args.push:
+        print("error: give --mqtt URL, --opcua PORT and/or --push URL", file=sys.stderr)
         return 2
     if not 0 <= args.dropout < 1 or args.noise < 0:
         print("error: --dropout must be within [0, 1) and --noise >= 0", file=sys.stderr)
@@ -69,8 +76,18 @@ async def _run(args: argparse.Namespace) -> int:
 
     spec = load_line(args.file)
     plant = Plant(spec, build_graph(spec), seed=args.seed, noise=args.noise, dropout=args.dropout)
+    push = None
+    if args.push:
+        from twin.commands.view import read_token
+
+        token = read_token(args)
+        if not token:
+            print("error: --push needs a token: --token-file FILE or TWIN_TOKEN", file=sys.stderr)
+            return 2
+        push = (args.push, token)
     gw = Gateway(
         plant,
+        push=push,
         mqtt=args.mqtt,
         sparkplug=args.sparkplug,
         opcua_port=args.opcua,
@@ -84,6 +101,7 @@ async def _run(args: argparse.Namespace) -> int:
             if args.mqtt
             else ""
         )
+        + (f"; pushing to {args.push}" if args.push else "")
         + (f"; OPC UA port {args.opcua} ({len(gw.opcua)} nodes)" if args.opcua is not None else "")
     )
     sys.stdout.flush()

@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twin.live.sources import parse_source
 
@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--source",
         metavar="SOURCE",
         help="mirror a real line instead of simulating one: embedded (a simulated plant, no "
-        "broker), mqtt://HOST:PORT[?sparkplug=1], opcua://HOST:PORT/PATH or replay:LOG[?speed=X]",
+        "broker), push (gateways push over this server's WebSocket with gateway tokens), "
+        "mqtt://HOST:PORT[?sparkplug=1], opcua://HOST:PORT/PATH or replay:LOG[?speed=X]",
     )
     p.add_argument(
         "--record",
@@ -212,6 +213,17 @@ async def _serve(args: argparse.Namespace) -> int:
         from twin.live.sources import run_source
 
         assert isinstance(sim, LiveLine)  # build_app(live=True) makes one
+        if source.kind == "push":
+            import time
+
+            from twin.live.push import decode_pushed
+
+            live_line = sim
+
+            def ingest(principal: Any, items: list[Any]) -> None:
+                live_line.ingest(decode_pushed(items, time.time(), who=principal.name))
+
+            hub.ingest = ingest
         feed = asyncio.create_task(
             run_source(
                 source,

@@ -80,9 +80,11 @@ class Gateway:
         client_id: str = "gateway-sim",
         period_s: float = 0.1,
         reconnect_every_s: float | None = None,
+        push: tuple[str, str] | None = None,
     ) -> None:
-        if mqtt is None and opcua_port is None:
-            raise ConfigError("the gateway needs --mqtt URL and/or --opcua PORT")
+        if mqtt is None and opcua_port is None and push is None:
+            raise ConfigError("the gateway needs --mqtt URL, --opcua PORT or --push URL")
+        self.push = push  # (ws://HOST:PORT/ws, token of role gateway)
         self.plant = plant
         self.mqtt = mqtt
         self.sparkplug = sparkplug
@@ -99,6 +101,7 @@ class Gateway:
         self.opcua = (
             [t.address for t in tags if is_node_id(t.address)] if opcua_port is not None else []
         )
+        self.pusher: Any = None
         self.published = 0
         self.acked = 0
         self.opcua_url: str | None = None
@@ -169,6 +172,11 @@ class Gateway:
             for pub in [json_pub, *spb_pubs.values()]:
                 if pub is not None:
                     await pub.wait_connected(30.0)
+        if self.push is not None:
+            from .push import WsPusher
+
+            self.pusher = WsPusher(*self.push)
+            stack.push_async_callback(self.pusher.close)
         if self.opcua:
             from .opcua import OpcUaPlant
 
@@ -201,6 +209,8 @@ class Gateway:
             pub = spb_pubs.get((group, node))
             if pub is not None:
                 jobs.append(pub.publish_data(device, values, ts=ts[group, node, device]))
+        if self.pusher is not None and samples:
+            jobs.append(self.pusher.push(samples))
         if jobs:
             results = await asyncio.gather(*jobs, return_exceptions=True)
             self.published += len(jobs)

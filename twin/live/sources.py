@@ -7,6 +7,7 @@
 | ``mqtt://HOST:PORT?sparkplug=1`` | Sparkplug B gateways (``spBv1.0/#``) |
 | ``opcua://HOST:PORT/PATH`` | an OPC UA server, by subscription (``opc.tcp://`` also accepted) |
 | ``replay:LOG`` | a record written by an earlier run (``?speed=X``: X times as fast; 0: at once) |
+| ``push`` | gateways push over the twin's own WebSocket (tokens of role ``gateway``) |
 
 :func:`run_source` runs one until cancelled, handing everything to ``on_telemetry`` (the live
 line's :meth:`~twin.live.mirror.LiveLine.ingest`).
@@ -37,14 +38,16 @@ class SourceSpec:
     speed: float = 1.0
 
     def __str__(self) -> str:
-        return self.kind if self.kind == "embedded" else f"{self.kind} {self.url}"
+        return self.kind if self.kind in ("embedded", "push") else f"{self.kind} {self.url}"
 
 
 def parse_source(text: str) -> SourceSpec:
     """``--source`` text to a :class:`SourceSpec`; raises ``ConfigError`` with the forms."""
-    forms = "embedded, mqtt://HOST:PORT[?sparkplug=1], opcua://HOST:PORT/PATH, replay:LOG[?speed=X]"
+    forms = "embedded, push, mqtt://HOST:PORT[?sparkplug=1], opcua://HOST:PORT/PATH, replay:LOG[?speed=X]"
     if text == "embedded":
         return SourceSpec(kind="embedded")
+    if text == "push":
+        return SourceSpec(kind="push")
     if text.startswith("replay:"):
         path, _, query = text[len("replay:") :].partition("?")
         q = parse_qs(query)
@@ -99,6 +102,8 @@ async def run_source(
         from .opcua import OpcUaSource
 
         await OpcUaSource(spec.url, list(addresses), on_telemetry=on_telemetry).run()
+    elif spec.kind == "push":
+        await asyncio.Event().wait()  # the server's hub hands pushed telemetry to the twin
     elif spec.kind == "replay":
         from .replay import replay
 
