@@ -34,8 +34,9 @@ env: $(STAMP) $(VENDOR)
 sysdeps:
 	@bash .ci/sysdeps.sh
 
+# `make demo MQTT=mqtt://HOST:PORT` runs the plant and its twin through a real broker
 demo: env
-	$(PY) -m twin demo
+	$(PY) -m twin demo $(if $(MQTT),--mqtt $(MQTT),)
 
 lint: env
 	$(VENV)/bin/ruff check twin physics scenes streaming viewer tests benchmarks
