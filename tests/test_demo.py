@@ -58,12 +58,18 @@ def test_demo_serves_the_bottling_line_with_a_printed_token(tmp_path: Path) -> N
                 token = m.group(1)
         out = "".join(lines)
         assert url and token, f"the demo printed no URL and token:\n{out}"
-        assert "4. serving the live twin of 'bottling'" in out
+        assert "4. a plant and its live twin of 'bottling', in-process" in out
+        assert "mirroring from embedded" in out
         assert len(list(tmp_path.glob("*.png"))) == 3  # the rendered examples
 
         async def join() -> set[str]:
             async with TwinClient(url, token) as c:
-                await c.wait_for(lambda r: r.seq is not None, timeout=30)
+                # the twin is live: telemetry from the plant is accepted, none rejected
+                await c.wait_for(
+                    lambda r: r.seq is not None and (r.get("line", "accepted") or 0) > 0, timeout=60
+                )
+                assert c.replica.get("line", "live") is True
+                assert c.replica.get("line", "rejected") == 0
                 return c.replica.ids()
 
         ids = asyncio.run(join())

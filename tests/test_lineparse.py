@@ -4,6 +4,7 @@ at its file, line and field path, with a message that says what is wrong."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -1265,7 +1266,15 @@ DISTS = st.one_of(
 @st.composite
 def valid_lines(draw: st.DrawFn) -> dict[str, Any]:
     """A random valid line: a tree of stations, each fed by an earlier one (or saturated)."""
-    ids = draw(st.lists(IDS, min_size=1, max_size=8, unique=True))
+    # buffers are named b0, b1, ...: station ids must not take those names (ids share one space)
+    ids = draw(
+        st.lists(
+            IDS.filter(lambda i: re.fullmatch(r"b\d+", i) is None),
+            min_size=1,
+            max_size=8,
+            unique=True,
+        )
+    )
     stations: list[dict[str, Any]] = []
     for sid in ids:
         s: dict[str, Any] = {"id": sid, "process_time": draw(DISTS)}
