@@ -11,7 +11,7 @@ of the process (SIGKILL, a crash): with ``synchronous=NORMAL`` in WAL mode a com
 operating system's cache before ``flush`` returns, and SQLite recovers it from the ``-wal`` file
 on the next open. A power loss or an operating-system crash may lose the last transactions
 (never corrupting the file); ``Recorder(path, power_safe=True)`` uses ``synchronous=FULL``,
-which fsyncs the WAL at every commit, at a cost per flush (see ``docs/benchmarks-recorder.md``).
+which fsyncs the WAL at every commit, at a cost per flush (see ``docs/benchmarks.md``).
 So adapters acknowledge a message (an MQTT PUBACK) only after the flush that wrote it.
 
 Append-only. The API has no way to change or remove a row, and triggers make the file refuse
