@@ -605,6 +605,11 @@ class Cell:
         states = p.getJointStates(self.robot, self._jidx, physicsClientId=self.client)
         return np.array([s[0] for s in states], dtype=np.float64)
 
+    def joint_velocities(self) -> FloatArray:
+        """The robot's joint velocities (rad/s), in joint order."""
+        states = p.getJointStates(self.robot, self._jidx, physicsClientId=self.client)
+        return np.array([s[1] for s in states], dtype=np.float64)
+
     @property
     def joint_limits(self) -> tuple[FloatArray, FloatArray]:
         """Lower and upper joint position limits from the URDF (rad)."""
@@ -819,6 +824,15 @@ class Cell:
         return result
 
     @property
+    def cycles_started(self) -> int:
+        """How many cycles were started (cycle ids run from 1 to this)."""
+        return self._dyn.cycles
+
+    def result(self, cycle: int) -> CycleResult | None:
+        """The result of cycle ``cycle`` (None while it runs or when there is none)."""
+        return self._dyn.results.get(cycle)
+
+    @property
     def cycle_done(self) -> bool:
         """No cycle is running (the last one, if any, has ended)."""
         cyc = self._dyn.cycle
@@ -980,6 +994,18 @@ class Cell:
     def part_states(self) -> dict[int, PartState]:
         """Each live part's state by serial number."""
         return {q.serial: q.state for q in self._dyn.parts if q.state is not PartState.PARKED}
+
+    def conveyor_parts(self, conveyor: str) -> tuple[int, ...]:
+        """Serial numbers of the parts on a conveyor (as of its last update), any order."""
+        ci = self._conveyor_index(conveyor)
+        return tuple(
+            q.serial for q in self._dyn.parts if q.state is PartState.CONVEYOR and q.conveyor == ci
+        )
+
+    @property
+    def step_count(self) -> int:
+        """Physics steps taken since the cell was built (``now = step_count * dt``)."""
+        return self._dyn.steps
 
     def fixtures(self) -> tuple[Fixture, ...]:
         """The static boxes of the cell (belts, table, obstacles), for drawing."""
