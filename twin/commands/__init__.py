@@ -8,6 +8,7 @@ the function that runs the command, so ``twin --help`` stays fast.
 COMMAND_MODULES = (
     "twin.commands.render",
     "twin.commands.simulate",
+    "twin.commands.sweep",
     "twin.commands.serve",
     "twin.commands.view",
     "twin.commands.replay",
