@@ -86,6 +86,8 @@ class _Alarm:
     raised_t: float
     acked_by: str | None = None
     cleared: bool = False
+    text: str = ""
+    severity: str = "major"
 
 
 class SimulatedLine:
@@ -129,6 +131,8 @@ class SimulatedLine:
         self._open_alarm: dict[int, str] = {}  # station index -> alarm id while down
         self._alarm_ids = itertools.count(1)
         self._deliveries: deque[tuple[float, int]] = deque()
+        self.robots: Any = None  # twin.robots.RobotCells, attached by attach_robots()
+        self._pending_robot_alarms: list[tuple[str, str]] = []
         self._paths = {
             b: graph.conveyor_path(self.model.buffer_ids[b])
             for b in range(self.model.n_buffers)
@@ -145,7 +149,8 @@ class SimulatedLine:
     # -- the scene -------------------------------------------------------------------------------
 
     def populate(self, store: SceneStore) -> None:
-        """Add every static entity of the line (world poses) and the initial state."""
+        """Add every static entity of the line (world poses) and the initial state (and the
+        robot cells' links, when attached)."""
         for e in self.graph.entities:
             wt = self.graph.world_transform(e.id)
             store.add(
@@ -155,6 +160,8 @@ class SimulatedLine:
                 pos=wt.position,
                 quat=wt.rotation,
             )
+        if self.robots is not None:
+            self.robots.populate(store)
         self.write(store)
 
     def __call__(self, store: SceneStore, wall: float) -> float:
@@ -164,10 +171,32 @@ class SimulatedLine:
                 self._wall = wall
             dt = max(0.0, wall - self._wall)
             self._wall = wall
+            before = self.sim_t
             if not self.paused:
                 self._advance_to(self.sim_t + min(dt * self.speed, MAX_TICK_SIM_S))
             self.write(store)
+            if self.robots is not None:
+                self.robots.update(store, self.sim_t - before, self._busy_robot_stations())
+                for entity, text in self._pending_robot_alarms:
+                    self.raise_alarm(store, entity, text)
+                self._pending_robot_alarms.clear()
             return self.sim_t
+
+    def attach_robots(self, robots: Any) -> None:
+        """Run ``robots`` (a :class:`twin.robots.RobotCells`) with the line: their cells cycle
+        while the core has their station busy; their alarms become the line's."""
+        self.robots = robots
+        robots.on_event = lambda sid, kind, text: self._pending_robot_alarms.append(
+            (station_id(sid), text)
+        )
+
+    def _busy_robot_stations(self) -> frozenset[str]:
+        st = np.asarray(self.state.st)[0]
+        return frozenset(
+            sid
+            for i, sid in enumerate(self.model.station_ids)
+            if sid in self.robots.stations and np.any(st[list(self.model.slots(i))] == BUSY)
+        )
 
     def step(self, seconds: float) -> None:
         """Advance simulated time by ``seconds`` regardless of pause (the trainer's step)."""
@@ -324,13 +353,35 @@ class SimulatedLine:
             self._emit(a)
             self._retire(store, a)
 
+    def raise_alarm(
+        self, store: SceneStore, entity: str, text: str, severity: str = "major"
+    ) -> str:
+        """An event alarm (a robot collision, a dropped part): active until acknowledged; the
+        event itself is over (``cleared``)."""
+        aid = f"alarm/{next(self._alarm_ids)}"
+        a = _Alarm(
+            id=aid,
+            station=entity,
+            state="active",
+            raised_t=self.sim_t,
+            cleared=True,
+            text=text,
+            severity=severity,
+        )
+        self._alarms[aid] = a
+        store.add(
+            aid, "alarm", props={"entity": entity, "severity": severity}, state=self._alarm_state(a)
+        )
+        self._emit(a)
+        return aid
+
     def _alarm_state(self, a: _Alarm) -> dict[str, Any]:
         return {
             "state": a.state,
             "cleared": a.cleared,
             "acked_by": a.acked_by,
             "raised_t": a.raised_t,
-            "text": f"{a.station.split('/', 1)[1]} is down",
+            "text": a.text or f"{a.station.split('/', 1)[1]} is down",
         }
 
     def _emit(self, a: _Alarm) -> None:
@@ -339,7 +390,7 @@ class SimulatedLine:
                 {
                     "id": a.id,
                     "entity": a.station,
-                    "severity": "major",
+                    "severity": a.severity,
                     "t": self.sim_t,
                     **self._alarm_state(a),
                 }

@@ -42,10 +42,18 @@ class AdvanceReport:
     events: tuple[CellEvent, ...]
     cycles: tuple[CycleResult, ...]
     cpu_s: float
+    #: with ``poses=True``: ``link_poses()`` and ``part_poses()`` after the advance
+    links: tuple[tuple[str, ...], Any, Any] | None = None
+    parts: tuple[Any, Any, Any] | None = None
 
 
 def _advance_cell(
-    cell: Any, seconds: float, auto_cycle: bool, hook: CellHook | None, hook_every_s: float
+    cell: Any,
+    seconds: float,
+    auto_cycle: bool,
+    hook: CellHook | None,
+    hook_every_s: float,
+    poses: bool = False,
 ) -> AdvanceReport:
     t0 = time.process_time()
     end_steps = round((cell.now + seconds) / cell.dt)
@@ -68,6 +76,8 @@ def _advance_cell(
         events=tuple(cell.events()),
         cycles=results,
         cpu_s=time.process_time() - t0,
+        links=cell.link_poses() if poses else None,
+        parts=cell.part_poses() if poses else None,
     )
 
 
@@ -93,9 +103,16 @@ def _worker(conn: Connection, specs: list[tuple[str, CellConfig, int]]) -> None:
                 conn.send(("ok", None))
                 break
             if op == "advance":
-                _, seconds, auto_cycle, hook, hook_every_s = req
+                _, seconds, auto_cycle, hook, hook_every_s, poses = req
                 out = {
-                    name: _advance_cell(c, seconds, auto_cycle, hook, hook_every_s)
+                    name: _advance_cell(
+                        c,
+                        seconds,
+                        auto_cycle if isinstance(auto_cycle, bool) else name in auto_cycle,
+                        hook,
+                        hook_every_s,
+                        poses,
+                    )
                     for name, c in cells.items()
                 }
                 conn.send(("ok", out))
@@ -164,16 +181,19 @@ class CellPool:
         self,
         seconds: float,
         *,
-        auto_cycle: bool = False,
+        auto_cycle: bool | frozenset[str] = False,
         hook: CellHook | None = None,
         hook_every_s: float = 0.5,
+        poses: bool = False,
     ) -> dict[str, AdvanceReport]:
         """Step every cell by ``seconds`` of simulated time, the workers in parallel.
 
-        ``auto_cycle``: start a pick-and-place cycle whenever a cell is idle (and not faulted).
-        ``hook``: a module-level function called with each cell every ``hook_every_s``."""
+        ``auto_cycle``: start a pick-and-place cycle whenever a cell is idle (and not faulted);
+        all cells, or the cells named in a set (the stations the process core has busy).
+        ``hook``: a module-level function called with each cell every ``hook_every_s``.
+        ``poses``: also return each cell's link and part poses (one round trip for all)."""
         for conn in self._conns:
-            conn.send(("advance", seconds, auto_cycle, hook, hook_every_s))
+            conn.send(("advance", seconds, auto_cycle, hook, hook_every_s, poses))
         out: dict[str, AdvanceReport] = {}
         for conn in self._conns:
             out.update(self._reply(conn))

@@ -73,6 +73,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this cert")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     p.add_argument(
+        "--robots",
+        action="store_true",
+        help="run the line's robot cells in pybullet (worker processes) and stream their links",
+    )
+    p.add_argument(
+        "--robot-times",
+        choices=("file", "physics"),
+        default="file",
+        help="with --robots: robot stations' process times from the line file (default) or "
+        "measured from one physical pick-and-place cycle per cell",
+    )
+    p.add_argument(
         "--source",
         metavar="SOURCE",
         help="mirror a real line instead of simulating one: embedded (a simulated plant, no "
@@ -124,6 +136,8 @@ def build_app(
     audit: Callable[[AuditRecord], None] | None = None,
     live: bool = False,
     recorder: Record | None = None,
+    robots: bool = False,
+    robot_times: str = "file",
 ) -> tuple[SceneStore, Hub, SimulatedLine]:
     """The line's store, hub and simulation (or, with ``live``, its mirror fed by telemetry:
     a :class:`twin.live.mirror.LiveLine`), wired together (used by ``serve`` and tests).
@@ -138,6 +152,13 @@ def build_app(
 
     spec = load_line(file)
     graph = publish_scene(spec, AssetStore(assets_dir))
+    cells = None
+    if robots:
+        from twin.robots import RobotCells
+
+        cells = RobotCells(spec, AssetStore(assets_dir))
+        if robot_times == "physics":
+            spec = with_process_times(spec, cells.cycle_times())
     store = SceneStore()
     registry = CommandRegistry()
     hub = Hub(store, tick_hz=tick_hz, commands=registry, audit=audit)
@@ -148,9 +169,26 @@ def build_app(
         sim = LiveLine(spec, graph, recorder=recorder, on_alarm=hub.post_alarm)
     else:
         sim = SimulatedLine(spec, graph, seed=seed, speed=speed, on_alarm=hub.post_alarm)
+    if cells is not None:
+        sim.attach_robots(cells)
     sim.populate(store)
     sim.register_commands(registry, store)
     return store, hub, sim
+
+
+def with_process_times(spec: Any, seconds: dict[str, float]) -> Any:
+    """``spec`` with the stations in ``seconds`` working for exactly that long (deterministic)."""
+    import dataclasses
+
+    from scenes.spec import Distribution
+
+    stations = tuple(
+        dataclasses.replace(st, process_time=Distribution.deterministic(seconds[st.id]))
+        if st.id in seconds
+        else st
+        for st in spec.stations
+    )
+    return dataclasses.replace(spec, stations=stations)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -187,6 +225,8 @@ async def _serve(args: argparse.Namespace) -> int:
         audit=write_audit,
         live=source is not None,
         recorder=recorder,
+        robots=getattr(args, "robots", False),
+        robot_times=getattr(args, "robot_times", "file"),
     )
     ctx = None
     if args.tls_cert:
@@ -252,6 +292,8 @@ async def _serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await feed
     await server.stop()
+    if sim.robots is not None:
+        sim.robots.close()
     audit.close()
     if recorder is not None:
         recorder.close()

@@ -148,6 +148,13 @@ function build(e) {
   }
   if (e.kind === "alarm" || e.kind === "line") return;
   const group = new THREE.Group();
+  if (e.kind === "robot_link") {
+    // a robot link: its GLB is in the link's own frame, placed at the pose pybullet reports
+    if (g && g.asset) loadAsset(e, g.asset, new THREE.MeshStandardMaterial({ color: e.props.color || "#ff9f1c" }));
+    e.obj = group;
+    scene.add(group);
+    return;
+  }
   if (g && g.type === "conveyor") {
     buildConveyor(g); // path in world coordinates: not under the entity pose
     return;
