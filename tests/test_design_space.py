@@ -100,9 +100,10 @@ def test_variant_written_as_a_line_file_parses_back_equal(tmp_path):
     text = serialize_line(spec, header="variant 3\nof a test")
     assert text.startswith("# variant 3\n# of a test\n")
     back = parse_line(text, filename="v.yaml")
-    strip = lambda sp: [
-        (x.id, x.process_time, x.servers, x.failures, x.weights) for x in sp.stations
-    ]  # noqa: E731
+
+    def strip(sp):
+        return [(x.id, x.process_time, x.servers, x.failures, x.weights) for x in sp.stations]
+
     assert strip(back) == strip(spec)
     assert [(b.id, b.capacity, b.conveyor) for b in back.buffers] == [
         (b.id, b.capacity, b.conveyor) for b in spec.buffers
