@@ -448,6 +448,9 @@ class SimulatedLine:
             self._step,
             "advance simulated time: args {seconds: > 0, at most 3600}",
         )
+        from twin.fork import register_fork_command  # what-if forecasts (twin/fork.py)
+
+        register_fork_command(registry, self)
 
     def _set(self, *, paused: bool) -> Outcome:
         with self._lock:

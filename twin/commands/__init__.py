@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "twin.commands.simulate",
     "twin.commands.sweep",
     "twin.commands.serve",
+    "twin.commands.scenario",
     "twin.commands.view",
     "twin.commands.replay",
     "twin.commands.gateway_sim",

@@ -23,7 +23,9 @@ def open_line(scenario: Scenario, **kw: Any) -> tuple[ScenarioLine, SceneStore]:
     return line, store
 
 
-def play(line: ScenarioLine, actions: Iterable[ScriptedAction], *, until: float | None = None) -> None:
+def play(
+    line: ScenarioLine, actions: Iterable[ScriptedAction], *, until: float | None = None
+) -> None:
     """Advance ``line`` to scenario time ``until`` (default: the end), applying each action of
     ``actions`` at its time (actions before the line's time are applied now, in order)."""
     end = line.scenario.duration_s if until is None else until
