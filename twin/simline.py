@@ -140,6 +140,27 @@ class SimulatedLine:
         }
         self._pitch = {b: self._conveyor_pitch(b) for b in self._paths}
 
+    def restart(self, spec: LineSpec, *, seed: int = 1) -> None:
+        """Run ``spec`` instead, from time 0: a variant of the same line (the same stations and
+        buffers, other numbers: a designer switching variants). ValueError for another layout."""
+        from physics.process import api
+        from physics.process.model import build
+
+        ids = ([s.id for s in spec.stations], [b.id for b in spec.buffers])
+        if ids != ([s.id for s in self.spec.stations], [b.id for b in self.spec.buffers]):
+            raise ValueError("a variant with other stations or buffers needs its own layout")
+        with self._lock:
+            model, params = build(spec)
+            self.spec, self.model = spec, model
+            self.params = api.batch_params(params, 1)
+            keys = api.replication_keys(seed, 1, 1)
+            self.state = self._engine.run(model, self.params.replace(horizon=jnp.zeros((1,))), keys)
+            self.sim_t = 0.0
+            self._wall = None
+            self._transit = np.asarray(self.params.transit)[0]
+            self._deliveries.clear()
+            self._open_alarm.clear()
+
     def _conveyor_pitch(self, b: int) -> float:
         g = self.graph.entity(conveyor_id(self.model.buffer_ids[b])).geometry
         length = self._paths[b].length

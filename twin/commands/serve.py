@@ -85,6 +85,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "measured from one physical pick-and-place cycle per cell",
     )
     p.add_argument(
+        "--variants",
+        metavar="RESULTS",
+        help="a twin sweep results table: designers switch the line between its Pareto-front "
+        "variants in the viewer and compare two side by side",
+    )
+    p.add_argument(
         "--source",
         metavar="SOURCE",
         help="mirror a real line instead of simulating one: embedded (a simulated plant, no "
@@ -138,6 +144,7 @@ def build_app(
     recorder: Record | None = None,
     robots: bool = False,
     robot_times: str = "file",
+    variants: str | Path | None = None,
 ) -> tuple[SceneStore, Hub, SimulatedLine]:
     """The line's store, hub and simulation (or, with ``live``, its mirror fed by telemetry:
     a :class:`twin.live.mirror.LiveLine`), wired together (used by ``serve`` and tests).
@@ -173,6 +180,12 @@ def build_app(
         sim.attach_robots(cells)
     sim.populate(store)
     sim.register_commands(registry, store)
+    if variants is not None:
+        from twin.variants import Variants
+
+        chooser = Variants(variants, sim)
+        chooser.populate(store)
+        chooser.register_commands(registry, store)
     return store, hub, sim
 
 
@@ -227,6 +240,7 @@ async def _serve(args: argparse.Namespace) -> int:
         recorder=recorder,
         robots=getattr(args, "robots", False),
         robot_times=getattr(args, "robot_times", "file"),
+        variants=getattr(args, "variants", None),
     )
     ctx = None
     if args.tls_cert:

@@ -146,6 +146,7 @@ function build(e) {
     parts.count = partHandles.length;
     return;
   }
+  if (e.kind === "variants") { variantsDirty = true; return; }
   if (e.kind === "alarm" || e.kind === "line") return;
   const group = new THREE.Group();
   if (e.kind === "robot_link") {
@@ -343,10 +344,13 @@ function refresh(e) {
     alarmsDirty = true;
   } else if (e.kind === "line") {
     kpisDirty = true;
+  } else if (e.kind === "variants") {
+    variantsDirty = true;
   }
 }
 
 let alarmsDirty = true;
+let variantsDirty = false;
 let timeSuffix = "";
 let kpisDirty = true;
 
@@ -413,6 +417,49 @@ function renderAlarms() {
     }
     return li;
   }));
+}
+
+// -- design variants: switch the running line, compare two side by side ---------------------------
+function renderVariants() {
+  const v = [...ents.values()].find((e) => e.kind === "variants");
+  const section = $("variants");
+  section.hidden = !v || !capabilities.has("variant.select");
+  if (section.hidden) return;
+  const front = v.props.front || [];
+  const label = (f) => `#${f.variant} ` + Object.entries(f.objectives)
+    .map(([k, o]) => `${k} ${o.mean == null ? "–" : Number(o.mean.toPrecision(4))}`).join(", ");
+  for (const [id, pick] of [["variant-a", 0], ["variant-b", 1]]) {
+    const sel = $(id);
+    if (sel.options.length !== front.length + 1) {
+      sel.replaceChildren(new Option("base line", "-1"), ...front.map((f) => new Option(label(f), String(f.variant))));
+      if (front[pick]) sel.value = String(front[pick].variant);
+      sel.onchange = () => { variantsDirty = true; };
+    }
+  }
+  $("variant-design").textContent = v.props.design ? `(${v.props.design})` : "";
+  const byId = (x) => front.find((f) => String(f.variant) === x);
+  const a = byId($("variant-a").value), b = byId($("variant-b").value);
+  const keys = [...new Set([...(v.props.objectives || []), "cost"])];
+  const cell = (f, k) => {
+    if (!f) return "base";
+    if (k === "cost") return f.cost == null ? "–" : Number(f.cost.toPrecision(4));
+    const o = f.objectives[k];
+    return o && o.mean != null ? Number(o.mean.toPrecision(4)) : "–";
+  };
+  const rows = [["", "A", "B"], ...keys.map((k) => [k, cell(a, k), cell(b, k)])];
+  $("variant-compare").replaceChildren(...rows.map((r, i) => {
+    const tr = document.createElement("tr");
+    for (const c of r) {
+      const td = document.createElement(i === 0 ? "th" : "td");
+      td.textContent = String(c);
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+  const selected = v.comps.selected;
+  $("variant-running").textContent = `running: ${selected == null ? "the base line" : "variant #" + selected}`;
+  $("run-a").onclick = () => command("variants", "variant.select", { variant: Number($("variant-a").value) });
+  $("run-b").onclick = () => command("variants", "variant.select", { variant: Number($("variant-b").value) });
 }
 
 // -- the machine panel ---------------------------------------------------------------------------
@@ -624,6 +671,7 @@ function loop(now) {
   }
   if (kpisDirty) { renderKpis(); kpisDirty = false; } else { $("kpi-time").textContent = formatTime(sceneT) + timeSuffix; }
   if (alarmsDirty) { renderAlarms(); alarmsDirty = false; }
+  if (variantsDirty) { renderVariants(); variantsDirty = false; }
   renderer.render(scene, camera);
   labels.render(scene, camera);
   drawMinimap();
@@ -668,7 +716,7 @@ function setupControls() {
     $("speed-out").textContent = `${v}x`;
   };
   $("speed").onchange = (ev) => command("line", "sim.speed", { speed: Math.round(10 ** Number(ev.target.value) * 10) / 10 });
-  $("variants").hidden = !capabilities.has("variant.select");
+  variantsDirty = true;
 }
 
 // -- the worker ----------------------------------------------------------------------------------

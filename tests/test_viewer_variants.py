@@ -1,0 +1,141 @@
+"""Designers in the browser: ``twin serve --variants RESULTS`` offers the sweep's Pareto-front
+variants; a designer compares two side by side and runs one (the served line restarts with its
+parameters); other roles see no variant controls and the server refuses them."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twin import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LINE = """
+line: variants
+stations:
+  - {id: a, process_time: {dist: exponential, mean: 10}}
+  - {id: b, process_time: 11}
+buffers:
+  - {id: b1, from: a, to: b, capacity: 2}
+"""
+SPACE = """
+design: buffer-and-speed
+parameters:
+  - {target: buffers.b1.capacity, values: [1, 6]}
+  - {target: stations.b.process_time, range: [9, 12], levels: 2}
+objectives: [throughput, cost]
+simulation: {hours: 1, replications: 2, seed: 3, batch: 8}
+"""
+TOKENS = {"designer": "designer-token-0123456789", "viewer": "viewer-token-0123456789"}
+
+
+def test_a_designer_compares_and_runs_variants(tmp_path: Path) -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)")
+    from playwright.sync_api import sync_playwright
+
+    line = tmp_path / "line.yaml"
+    line.write_text(LINE)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    results = tmp_path / "res.parquet"
+    assert (
+        cli.main(
+            [
+                "sweep",
+                str(line),
+                "--space",
+                str(tmp_path / "space.yaml"),
+                "--generator",
+                "grid",
+                "--out",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        "".join(f"- {{name: {r}-1, role: {r}, token: {t}}}\n" for r, t in TOKENS.items())
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twin",
+            "serve",
+            str(line),
+            "--port",
+            "0",
+            "--tokens",
+            str(tokens),
+            "--variants",
+            str(results),
+            "--audit",
+            str(tmp_path / "a.jsonl"),
+            "--assets",
+            str(tmp_path / "assets"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        out: list[str] = []
+        viewer = None
+        while viewer is None:
+            text = proc.stdout.readline()
+            assert text, "twin serve stopped:\n" + "".join(out)
+            out.append(text)
+            if m := re.search(r"viewer: (\S+)", text):
+                viewer = m.group(1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{viewer}#token={TOKENS['designer']}")
+            page.wait_for_selector("#variants:not([hidden])", timeout=30_000)
+            options = page.eval_on_selector_all("#variant-a option", "os => os.map(o => o.value)")
+            assert options[0] == "-1" and len(options) >= 2  # the base line and the front
+            a, b = page.input_value("#variant-a"), page.input_value("#variant-b")
+            rows = page.eval_on_selector_all(
+                "#variant-compare tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))"
+            )
+            assert rows[0] == ["", "A", "B"] and {r[0] for r in rows[1:]} == {"throughput", "cost"}
+            page.click("#run-a")
+            page.wait_for_function(
+                f"document.getElementById('variant-running').textContent.includes('#{a}')",
+                timeout=10_000,
+            )
+            page.screenshot(path=str(tmp_path / "variants.png"))
+            assert errors == [], errors
+            del b
+            # a viewer sees no variant controls, and the server refuses the command anyway
+            page2 = browser.new_page()
+            page2.goto(f"{viewer}#token={TOKENS['viewer']}")
+            page2.wait_for_function(
+                "window.twinViewer && twinViewer.status === 'connected'", timeout=30_000
+            )
+            assert page2.evaluate("document.getElementById('variants').hidden") is True
+            res = page2.evaluate("twinViewer.command('variants', 'variant.select', {variant: -1})")
+            assert res["ok"] is False and res["code"] == "forbidden"
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
