@@ -14,7 +14,7 @@ from scenes.spec import DistKind
 
 
 def _gamma(shape: float, n: int, seed: int) -> np.ndarray:
-    key = dists.rng_key(jax.random.PRNGKey(seed))
+    key = dists.rng_key(jax.random.PRNGKey(seed), dists.SERIAL_RNG)
     return np.asarray(jax.jit(lambda k: dists.gamma(k, jnp.asarray(shape), (n,)))(key))
 
 
@@ -35,7 +35,9 @@ def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
 
     @jax.jit
     def draw(keys: jax.Array) -> jax.Array:
-        return jax.vmap(lambda k: dists.gamma(dists.rng_key(k), jnp.asarray(1.0), (2000,)))(keys)
+        return jax.vmap(
+            lambda k: dists.gamma(dists.rng_key(k, dists.SERIAL_RNG), jnp.asarray(1.0), (2000,))
+        )(keys)
 
     x = np.asarray(draw(keys)).ravel()
     assert np.all(np.isfinite(x))
@@ -45,7 +47,7 @@ def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sample_gamma_has_the_file_mean_and_cv() -> None:
     n = 200_000
     u = jnp.full((n,), 0.5)
-    key = dists.rng_key(jax.random.PRNGKey(5))
+    key = dists.rng_key(jax.random.PRNGKey(5), dists.GENERAL_RNG)
     z = jnp.asarray(0.0)
     x = np.asarray(
         dists.sample(
@@ -56,9 +58,10 @@ def test_sample_gamma_has_the_file_mean_and_cv() -> None:
     assert x.std() / x.mean() == pytest.approx(0.5, rel=0.02)
 
 
-def test_uniforms_from_the_generator() -> None:
+@pytest.mark.parametrize("impl", [dists.SERIAL_RNG, dists.GENERAL_RNG])
+def test_uniforms_from_the_generators(impl: str) -> None:
     key = jax.random.PRNGKey(7)
-    assert np.array_equal(np.asarray(dists.raw_key(dists.rng_key(key))), np.asarray(key))
-    u = np.asarray(jax.random.uniform(dists.rng_key(key), (200_000,), dtype=jnp.float64))
+    assert np.array_equal(np.asarray(dists.raw_key(dists.rng_key(key, impl))), np.asarray(key))
+    u = np.asarray(jax.random.uniform(dists.rng_key(key, impl), (200_000,), dtype=jnp.float64))
     assert u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
     assert stats.kstest(u, "uniform").pvalue > 1e-3

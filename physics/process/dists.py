@@ -13,16 +13,20 @@ from jax.scipy.special import ndtri
 
 from scenes.spec import DistKind
 
-#: The counter-based generator behind every draw: Philox4x32-10 (Salmon et al., SC'11, the
-#: generator of cuRAND and NumPy's ``Philox``; passes TestU01's BigCrush). On this project's CPU
-#: it draws float64 uniforms about 3x faster than JAX's default threefry2x32. Its key is the same
-#: two uint32 words, so callers keep passing raw ``jax.random.PRNGKey``-style keys.
-RNG_IMPL = "philox4x32"
+#: Counter-based generators, both keyed by two uint32 words, so callers pass raw
+#: ``jax.random.PRNGKey``-style keys and engines store them raw. The serial fast path draws from
+#: Philox4x32-10 (Salmon et al., SC'11: the generator of cuRAND and NumPy's ``Philox``; passes
+#: TestU01's BigCrush), which makes its float64 uniforms about 3x faster than JAX's default
+#: threefry2x32 on this CPU (a serial chunk 30 -> 26 ms at 1,024 lanes). The general engine keeps
+#: threefry2x32: with Philox its full runs were not faster (best of alternating runs 4.9 s against
+#: 3.8 s), its many small per-event draws paying more for Philox's key handling.
+SERIAL_RNG = "philox4x32"
+GENERAL_RNG = "threefry2x32"
 
 
-def rng_key(raw: jax.Array) -> jax.Array:
-    """The typed generator key of a raw (2,) uint32 key (or a batch of them)."""
-    key: jax.Array = jax.random.wrap_key_data(raw, impl=RNG_IMPL)
+def rng_key(raw: jax.Array, impl: str) -> jax.Array:
+    """The typed key of generator ``impl`` from a raw (2,) uint32 key (or a batch of them)."""
+    key: jax.Array = jax.random.wrap_key_data(raw, impl=impl)
     return key
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics.process.dists import raw_key, rng_key, sample
+from physics.process.dists import GENERAL_RNG, raw_key, rng_key, sample
 from physics.process.model import (
     BLOCKED,
     BUSY,
@@ -705,7 +705,7 @@ def _transfer(
 def _init_lane(model: Model, p: Params, key: jax.Array) -> _Lane:
     n, q = model.n_slots, model.n_sources
     tb = _tables(model)
-    key, k_ttf, k_ia, k_pt, k_g = jax.random.split(rng_key(key), 5)
+    key, k_ttf, k_ia, k_pt, k_g = jax.random.split(rng_key(key, GENERAL_RNG), 5)
     mtbf = p.mtbf[jnp.asarray(tb.slot_station, dtype=_I32)]
     ttf0 = -mtbf * jnp.log1p(-jax.random.uniform(k_ttf, (n,), dtype=_F64))
     u_ia = jax.random.uniform(k_ia, (max(q, 1),), dtype=_F64)
@@ -798,7 +798,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
     acc = s.acc + dt * occ
     wip_int = s.wip_int + dt * s.wip
 
-    key, k_u, k_g = jax.random.split(rng_key(s.key), 3)
+    key, k_u, k_g = jax.random.split(rng_key(s.key, GENERAL_RNG), 3)
     width = max(n, model.n_sources, 1)
     u = jax.random.uniform(k_u, (3, width), dtype=_F64)
     in_window = t > p.warmup

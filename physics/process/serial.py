@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physics.process import kpi
-from physics.process.dists import rng_key, sample
+from physics.process.dists import SERIAL_RNG, rng_key, sample
 from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
@@ -316,7 +316,7 @@ def _chunk_batch(
     the recursion runs with lanes last, so that each station's update is one vector op."""
 
     def draws(p: SerialParams, key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
-        k_s, k_d = jax.random.split(jax.random.fold_in(rng_key(key), j))
+        k_s, k_d = jax.random.split(jax.random.fold_in(rng_key(key, SERIAL_RNG), j))
         proc = _unit_samples(model, p, k_s, n) * p.mean
         down, covered = _downtime(model, p, k_d, proc)
         serv = proc + down
@@ -502,7 +502,7 @@ def throughput_of_means(
     (``E[S] = mean * (1 + mttr/mtbf)``); the chance that one more failure starts or ends a
     blocking period is not differentiated (a first-order approximation on lines with failures).
     """
-    k_s, k_d = jax.random.split(rng_key(key))
+    k_s, k_d = jax.random.split(rng_key(key, SERIAL_RNG))
     # Unit samples from the file's parameters: every family then scales with its mean.
     unit = _unit_samples(model, p, k_s, parts)
     base = p
