@@ -33,7 +33,7 @@ parameters:
   - {target: buffers.b1.capacity, values: [1, 4]}
   - {target: stations.b.process_time, range: [9, 12], levels: 2}
 objectives: [throughput, cost]
-simulation: {hours: 2, replications: 3, seed: 4, batch: 3}
+simulation: {hours: 1, replications: 3, seed: 4, batch: 3}
 """
 
 PARALLEL = """
@@ -53,14 +53,14 @@ parameters:
   - {target: buffers.b1.capacity, values: [0, 3]}
   - {target: stations.b.process_time, values: [17, 21]}
 objectives: [throughput, wip]
-simulation: {hours: 2, replications: 3, seed: 7, batch: 4}
+simulation: {hours: 1, replications: 3, seed: 7, batch: 4}
 """
 
 
 def _check_single_runs(space, line, variants, plan, res):
     for v, spec, r in zip(variants, plan.specs, res, strict=True):
         assert spec == apply(line, space, v)
-        single = simulate(spec, hours=2, replications=3, seed=space.simulation.seed)
+        single = simulate(spec, hours=1, replications=3, seed=space.simulation.seed)
         assert single.engine == r.engine
         np.testing.assert_array_equal(r.lanes["throughput"], single.kpis.throughput_per_hour)
         np.testing.assert_array_equal(r.lanes["wip"], single.kpis.wip)
@@ -180,7 +180,7 @@ def test_cli_sweep_show_and_write_line(tmp_path, capsys):
         parse_space(SERIAL_SPACE, parse_line(SERIAL)),
         {"b1_capacity": int(row["b1_capacity"]), "b_process_time": float(row["b_process_time"])},
     )
-    single = simulate(spec, hours=2, replications=3, seed=4)
+    single = simulate(spec, hours=1, replications=3, seed=4)
     assert row["throughput"] == pytest.approx(float(np.mean(single.kpis.throughput_per_hour)))
 
     assert cli.main(["sweep", "show", str(out), "--top", "3"]) == 0
@@ -236,3 +236,25 @@ def test_cli_reports_bad_space_files_with_locations(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert f"{space_file}:3 parameters[0].target: unknown buffer 'b9'" in err
+
+
+def test_nsga2_sweep_with_gradient_refinement():
+    from twin.design.generators import Generator
+    from twin.design.sweep import SweepConfig, run_sweep
+
+    line = parse_line(SERIAL)
+    space = parse_space(
+        SERIAL_SPACE.replace(
+            "levels: 2}", "levels: 2}\n  - {target: stations.c.process_time, range: [8, 12]}"
+        )
+        + "nsga2: {population: 4}\ngradient: {refine: 1, steps: 2, parts: 1000, warmup_parts: 100}\n",
+        line,
+    )
+    cfg = SweepConfig(generator=Generator.NSGA2, variants=8, sim=space.simulation)
+    df = run_sweep(space, line, cfg)
+    gens = df["generator"].tolist()
+    assert gens[0] == "base" and gens.count("nsga2") == 7
+    assert 1 <= gens.count("gradient") <= 2
+    assert df["pareto"].any() and (df["rank"] >= 0).all()
+    params = ["b1_capacity", "b_process_time", "c_process_time"]
+    assert not df[df["generator"] != "gradient"].duplicated(subset=params).any()
