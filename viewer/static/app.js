@@ -456,10 +456,44 @@ function renderVariants() {
     }
     return tr;
   }));
+  drawFront(front, v.props.objectives || [], a, b);
   const selected = v.comps.selected;
   $("variant-running").textContent = `running: ${selected == null ? "the base line" : "variant #" + selected}`;
   $("run-a").onclick = () => command("variants", "variant.select", { variant: Number($("variant-a").value) });
   $("run-b").onclick = () => command("variants", "variant.select", { variant: Number($("variant-b").value) });
+}
+
+// The Pareto front as a scatter of its first two objectives (cost when only one), A and B circled.
+function drawFront(front, objectives, a, b) {
+  const cv = $("variant-front");
+  const ctx = cv.getContext("2d");
+  ctx.clearRect(0, 0, cv.width, cv.height);
+  const [kx, ky] = objectives.length >= 2 ? objectives : [objectives[0], "cost"];
+  const val = (f, k) => (k === "cost" ? f.cost : f.objectives[k] && f.objectives[k].mean);
+  const pts = front.map((f) => [val(f, kx), val(f, ky), f]).filter(([x, y]) => x != null && y != null);
+  if (!pts.length) return;
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const X = (x) => 28 + ((x - x0) / (x1 - x0 || 1)) * (cv.width - 40);
+  const Y = (y) => cv.height - 18 - ((y - y0) / (y1 - y0 || 1)) * (cv.height - 30);
+  ctx.fillStyle = "#9aa4ae";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(kx, cv.width - 60, cv.height - 4);
+  ctx.fillText(ky, 2, 10);
+  for (const [x, y, f] of pts) {
+    ctx.fillStyle = "#7fb3ff";
+    ctx.fillRect(X(x) - 2, Y(y) - 2, 4, 4);
+    for (const [g, color, name] of [[a, "#2ca02c", "A"], [b, "#ff7f0e", "B"]]) {
+      if (g && g.variant === f.variant) {
+        ctx.strokeStyle = color;
+        ctx.beginPath();
+        ctx.arc(X(x), Y(y), 6, 0, 2 * Math.PI);
+        ctx.stroke();
+        ctx.fillStyle = color;
+        ctx.fillText(name, X(x) + 7, Y(y) - 4);
+      }
+    }
+  }
 }
 
 // -- the machine panel ---------------------------------------------------------------------------
