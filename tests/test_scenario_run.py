@@ -183,3 +183,11 @@ def test_the_example_scenarios_load(tmp_path: Path) -> None:
     for n in names:
         sc = load_scenario(root / n)
         assert sc.events and sc.duration_s > 0
+
+
+def test_the_end_callback_may_ask_for_the_report(press: Path) -> None:
+    """``twin scenario --report`` writes the report from the end callback, inside the tick."""
+    got: list[dict[str, object]] = []
+    line, _ = open_line(load_scenario(press), on_end=lambda ln: got.append(ln.report()))
+    line.run_to_end()
+    assert len(got) == 1 and got[0]["finished"] is True and line.paused

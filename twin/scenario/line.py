@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,8 @@ class ScenarioLine(SimulatedLine):
             on_alarm=on_alarm,
             random_failures=False,
         )
+        # re-entrant: the end callback runs inside the tick and may ask for the report
+        self._lock = threading.RLock()  # type: ignore[assignment]
         self.scenario = scenario
         self.on_end = on_end
         self.t0 = scenario.start.warmup_s
