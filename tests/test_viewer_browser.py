@@ -321,3 +321,24 @@ def test_the_page_reconnects_and_resyncs_after_a_server_restart(
     finally:
         page.close()
         s.stop()
+
+
+def test_an_operator_forecasts_what_if_a_station_stays_down(browser: Any, served: Served) -> None:
+    page = Page(browser, served, "operator")
+    try:
+        assert page.js("document.getElementById('whatif').hidden") is False
+        page.page.select_option("#whatif-hours", "1")
+        page.page.select_option("#whatif-station", "weld")
+        page.page.fill("#whatif-minutes", "30")
+        page.page.click("#whatif-run")
+        page.page.wait_for_function(
+            "document.getElementById('whatif-note').textContent.includes('parts in 1 h')",
+            timeout=90_000,
+        )
+        records = [r for r in _audit(served) if r["action"] == "twin.fork"]
+        assert records and records[-1]["ok"] is True
+        assert records[-1]["args"]["edits"] == [{"station": "weld", "down_s": 1800}]
+        page.shot("viewer-whatif")
+        assert page.errors == [], page.errors
+    finally:
+        page.close()

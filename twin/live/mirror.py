@@ -240,7 +240,11 @@ class LiveLine(SimulatedLine):
     # -- commands --------------------------------------------------------------------------------
 
     def register_commands(self, registry: CommandRegistry, store: SceneStore) -> None:
-        """A live twin follows the real line: no time control, only alarm acknowledgement."""
+        """A live twin follows the real line: no time control; alarm acknowledgement and what-if
+        forks (``twin.fork``: a forecast that never touches the twin's state or record)."""
+        from twin.fork import register_fork_command
+
+        register_fork_command(registry, self)
         registry.register(
             "alarm.ack",
             {Role.OPERATOR, Role.TRAINER},

@@ -78,6 +78,7 @@ function applyFrame(f) {
     setComps(f.set);
     for (const xf of f.xf) applyTransforms(xf, true);
     stats.snapshots += 1;
+    if (capabilities.has("twin.fork")) setupWhatIf();
   } else {
     for (const h of f.rm) removeEntity(h);
     addRows(f.add);
@@ -751,6 +752,53 @@ function setupControls() {
   };
   $("speed").onchange = (ev) => command("line", "sim.speed", { speed: Math.round(10 ** Number(ev.target.value) * 10) / 10 });
   variantsDirty = true;
+  setupWhatIf();
+}
+
+// -- what-if forks: a forecast band from the twin's current state (twin.fork) --------------------
+function setupWhatIf() {
+  $("whatif").hidden = !capabilities.has("twin.fork");
+  if ($("whatif").hidden) return;
+  const sel = $("whatif-station");
+  const stations = [...ents.values()].filter((e) => e.kind === "station");
+  if (sel.options.length !== stations.length + 1) {
+    sel.replaceChildren(new Option("nothing changes", ""),
+      ...stations.map((e) => new Option(e.props.label || e.id, e.id.split("/")[1])));
+  }
+  $("whatif-run").onclick = async () => {
+    const hours = Number($("whatif-hours").value);
+    const args = { horizon_s: hours * 3600, replications: 32 };
+    if (sel.value) args.edits = [{ station: sel.value, down_s: 60 * Number($("whatif-minutes").value) }];
+    $("whatif-note").textContent = "running 32 replications...";
+    const r = await command("line", "twin.fork", args);
+    if (!r.ok) { $("whatif-note").textContent = r.reason; return; }
+    const f = r.result;
+    const total = f.delivered.mean[f.delivered.mean.length - 1];
+    $("whatif-note").textContent = `${Math.round(total)} parts in ${hours} h (mean of ${f.replications})`;
+    drawBand($("whatif-chart"), f.times, f.throughput_per_hour);
+  };
+}
+
+function drawBand(cv, times, band) {
+  const ctx = cv.getContext("2d");
+  ctx.clearRect(0, 0, cv.width, cv.height);
+  const max = Math.max(...band.p95, 1);
+  const X = (i) => 4 + (i / Math.max(times.length - 1, 1)) * (cv.width - 8);
+  const Y = (v) => cv.height - 14 - (v / max) * (cv.height - 26);
+  ctx.fillStyle = "rgba(127, 179, 255, 0.25)";
+  ctx.beginPath();
+  band.p95.forEach((v, i) => (i ? ctx.lineTo(X(i), Y(v)) : ctx.moveTo(X(i), Y(v))));
+  for (let i = band.p5.length - 1; i >= 0; i--) ctx.lineTo(X(i), Y(band.p5[i]));
+  ctx.closePath();
+  ctx.fill();
+  ctx.strokeStyle = "#7fb3ff";
+  ctx.beginPath();
+  band.mean.forEach((v, i) => (i ? ctx.lineTo(X(i), Y(v)) : ctx.moveTo(X(i), Y(v))));
+  ctx.stroke();
+  ctx.fillStyle = "#9aa4ae";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(`throughput /h (max ${Math.round(max)})`, 4, 10);
+  ctx.fillText(`${Math.round(times[times.length - 1] / 60)} min`, cv.width - 40, cv.height - 2);
 }
 
 // -- the worker ----------------------------------------------------------------------------------
