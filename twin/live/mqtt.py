@@ -2,20 +2,25 @@
 
 - :func:`decode_json` turns one MQTT message with a JSON payload into telemetry (pure; the
   convention is in ``docs/telemetry.md``): a bare scalar, or ``{"value", "ts", "quality"}``.
-- :class:`MqttSource` is the twin's side: an aiomqtt client with a persistent session (fixed
-  client id, ``clean_session`` off) subscribed with QoS 1. It decodes JSON topics with
-  :func:`decode_json` and ``spBv1.0/`` topics with a :class:`~twin.live.sparkplug.SparkplugHost`,
-  hands telemetry to a callback in batches, and acknowledges each QoS 1 message (PUBACK) only
-  after the callback that received it has returned: what the callback recorded is what the
-  broker may forget. It reconnects by itself with exponential backoff and reports
-  :class:`~twin.live.telemetry.Link` events.
-- :class:`MqttPublisher` is the gateway simulator's side: JSON samples, or Sparkplug B through a
-  :class:`~twin.live.sparkplug.SparkplugNode` (NDEATH as the will, births on every connection
-  and on rebirth requests). It also keeps a persistent session and reconnects by itself.
+- :class:`MqttReader` and the ``encode_*`` functions are the MQTT 3.1.1 wire format a
+  subscriber needs, without I/O: bytes in, packets out (:class:`Publish`, :class:`ConnAck`,
+  :class:`SubAck`, :class:`PingResp`); CONNECT, SUBSCRIBE, PUBACK, QoS 0 PUBLISH, PINGREQ and
+  DISCONNECT out. A broker that breaks the protocol raises :class:`MqttProtocolError`.
+- :class:`MqttSource` is the twin's side, a thin asyncio driver of that core (plain TCP or TLS):
+  a persistent session (fixed client id, ``clean_session`` off) subscribed with QoS 1. It
+  decodes JSON topics with :func:`decode_json` and ``spBv1.0/`` topics with a
+  :class:`~twin.live.sparkplug.SparkplugHost`, hands telemetry to a callback in batches, and
+  acknowledges each QoS 1 message (PUBACK) only after the callback that received it has
+  returned: what the callback recorded is what the broker may forget. It reconnects by itself
+  with exponential backoff and reports :class:`~twin.live.telemetry.Link` events.
+- :class:`MqttPublisher` is the gateway simulator's side, on aiomqtt: JSON samples, or
+  Sparkplug B through a :class:`~twin.live.sparkplug.SparkplugNode` (NDEATH as the will, births
+  on every connection and on rebirth requests). It also keeps a persistent session and
+  reconnects by itself.
 
-aiomqtt does not expose paho's manual acknowledgement, so both classes reach the wrapped
-paho client (``aiomqtt.Client._client``) for ``manual_ack_set``, ``ack`` and a batching
-``on_message`` hook; everything else goes through aiomqtt.
+The subscriber has its own client because it is the twin's hot path: it reads the socket in
+large chunks and writes the PUBACKs of a whole batch with one ``send`` (paho reads a packet with
+three ``recv`` calls and sends each PUBACK on its own; see ``docs/benchmarks-ingest.md``).
 """
 
 from __future__ import annotations
@@ -25,16 +30,17 @@ import contextlib
 import json
 import logging
 import math
-import select
 import ssl
+import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from scenes.errors import ConfigError
+from scenes.errors import ConfigError, TwinError
 
 from .sparkplug import NAMESPACE, SparkplugHost, SparkplugNode
 from .telemetry import Link, Quality, Reason, Rejected, Sample, Telemetry
@@ -152,7 +158,8 @@ class MqttConfig:
     connect_timeout_s: float = 10.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 10.0
-    batch_max: int = 2000  # telemetry items per callback, at most (about)
+    batch_max: int = 2000  # telemetry items per on_telemetry call, at most (messages not split)
+    batch_wait_s: float = 0.002  # on a busy stream, batches this far apart (a message waits)
 
     def endpoint(self) -> tuple[str, int, ssl.SSLContext | None]:
         """(host, port, TLS context or None); ConfigError for a URL that is not mqtt(s)://."""
@@ -207,7 +214,300 @@ def _client(config: MqttConfig, will: tuple[str, bytes] | None = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# MQTT 3.1.1 on the wire, sans I/O: what the twin's subscriber needs of it.
+
+
+class MqttProtocolError(TwinError):
+    """The broker broke MQTT 3.1.1 (a malformed or unexpected packet), or refused the
+    connection (a CONNACK return code other than 0): the connection is dropped."""
+
+
+class PacketType(IntEnum):
+    """MQTT 3.1.1 control packet types (the high nibble of the first byte)."""
+
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+
+
+class Publish(NamedTuple):
+    """A PUBLISH from the broker (to the client); ``packet_id`` is 0 for QoS 0."""
+
+    topic: str
+    payload: bytes
+    packet_id: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    """The broker's answer to CONNECT (to the client): ``return_code`` 0 is accepted."""
+
+    session_present: bool
+    return_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    """The broker's answer to SUBSCRIBE (to the client): the granted QoS per filter, 0x80 for
+    a refused one."""
+
+    packet_id: int
+    granted: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    """The broker's answer to PINGREQ (to the client)."""
+
+
+MqttEvent = Publish | ConnAck | SubAck | PingResp
+
+_CONNACK_CODES = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+#: A batch of at least this many messages marks a busy stream, whose next batch waits up to
+#: ``MqttConfig.batch_wait_s`` for more; after a smaller one the next goes at once.
+_BUSY_BATCH = 4
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    if len(b) > 0xFFFF:
+        raise ValueError(f"an MQTT string is at most 65,535 bytes, got {len(b)}")
+    return len(b).to_bytes(2, "big") + b
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + _remaining_length(len(body)) + body
+
+
+def encode_connect(
+    client_id: str,
+    *,
+    clean_session: bool,
+    keepalive_s: int,
+    username: str | None = None,
+    password: str | None = None,
+) -> bytes:
+    """CONNECT (MQTT 3.1.1, no will). A password is sent only with a user name."""
+    flags = 0x02 if clean_session else 0
+    payload = _string(client_id)
+    if username is not None:
+        flags |= 0x80
+        payload += _string(username)
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password)
+    header = _string("MQTT") + bytes((4, flags)) + int(keepalive_s).to_bytes(2, "big")
+    return _packet(PacketType.CONNECT << 4, header + payload)
+
+
+def encode_subscribe(packet_id: int, filters: Iterable[tuple[str, int]]) -> bytes:
+    """SUBSCRIBE ``(topic filter, QoS)`` pairs under ``packet_id``."""
+    body = packet_id.to_bytes(2, "big") + b"".join(_string(t) + bytes((q,)) for t, q in filters)
+    return _packet((PacketType.SUBSCRIBE << 4) | 0x02, body)
+
+
+def encode_publish(topic: str, payload: bytes) -> bytes:
+    """PUBLISH at QoS 0 (the only QoS the subscriber publishes at: Sparkplug commands)."""
+    return _packet(PacketType.PUBLISH << 4, _string(topic) + payload)
+
+
+def encode_pubacks(packet_ids: Sequence[int]) -> bytes:
+    """PUBACKs for ``packet_ids``, one buffer (each is ``0x40 0x02`` and the id)."""
+    return struct.pack(f">{len(packet_ids)}I", *[0x40020000 | p for p in packet_ids])
+
+
+class MqttReader:
+    """Bytes from the broker in, packets out: :meth:`receive_data` takes whatever the socket
+    gave and returns the complete packets in it (a packet split across reads is kept until its
+    end arrives). Raises :class:`MqttProtocolError` for what MQTT 3.1.1 does not allow a
+    broker to send a subscriber (the caller drops the connection)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def receive_data(self, data: bytes) -> list[MqttEvent]:
+        buf = self._buffer + data if self._buffer else bytes(data)
+        n = len(buf)
+        i = 0
+        out: list[MqttEvent] = []
+        while i + 2 <= n:
+            first = buf[i]
+            length = buf[i + 1]
+            j = i + 2
+            if length & 0x80:  # a remaining length of more than one byte
+                length &= 0x7F
+                shift = 7
+                complete = False
+                while j < n and shift <= 21:
+                    b = buf[j]
+                    j += 1
+                    length |= (b & 0x7F) << shift
+                    if not b & 0x80:
+                        complete = True
+                        break
+                    shift += 7
+                if not complete:
+                    if shift > 21:
+                        raise MqttProtocolError("remaining length longer than 4 bytes")
+                    break  # the rest of the length is still to come
+            end = j + length
+            if end > n:
+                break
+            kind = first >> 4
+            if kind == 3:  # PUBLISH
+                qos = (first >> 1) & 3
+                k = j + 2 + ((buf[j] << 8) | buf[j + 1])
+                if k > end:
+                    raise MqttProtocolError("PUBLISH topic runs past the packet")
+                try:
+                    topic = buf[j + 2 : k].decode()
+                except UnicodeDecodeError as exc:
+                    raise MqttProtocolError(f"PUBLISH topic is not UTF-8: {exc}") from exc
+                if qos:
+                    if qos != 1 or k + 2 > end:
+                        raise MqttProtocolError(f"PUBLISH with QoS {qos} (subscribed at 1)")
+                    out.append(Publish(topic, buf[k + 2 : end], (buf[k] << 8) | buf[k + 1], qos))
+                else:
+                    out.append(Publish(topic, buf[k:end], 0, 0))
+            elif kind == 2 and length == 2:
+                out.append(ConnAck(bool(buf[j] & 1), buf[j + 1]))
+            elif kind == 9 and length >= 3:
+                out.append(SubAck((buf[j] << 8) | buf[j + 1], tuple(buf[j + 2 : end])))
+            elif kind == 13:
+                out.append(PingResp())
+            elif kind in (4, 11):  # PUBACK, UNSUBACK: never asked for, harmless
+                pass
+            else:
+                raise MqttProtocolError(f"unexpected packet type {kind} (length {length})")
+            i = end
+        self._buffer = buf[i:]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The twin's subscriber.
+
+
+class _Connection(asyncio.Protocol):
+    """One connection of an :class:`MqttSource`: drives an :class:`MqttReader` on an asyncio
+    transport and holds the batch read on it (telemetry, packet ids to acknowledge, messages
+    to publish), which belongs to this connection only."""
+
+    def __init__(self, source: MqttSource, loop: asyncio.AbstractEventLoop) -> None:
+        self.source = source
+        self.loop = loop
+        self.reader = MqttReader()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.waiting: dict[type, asyncio.Future[Any]] = {}
+        self.items: list[Telemetry] = []
+        self.packet_ids: list[int] = []
+        self.to_send: list[tuple[str, bytes]] = []
+        self.messages = 0  # in the batch
+        self.flush_handle: asyncio.Handle | None = None
+        self.last_flush = -math.inf  # loop time
+        self.last_batch = 0  # messages in the previous batch
+        self.last_write = loop.time()
+        self.ping_sent: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.reader.receive_data(data)
+        except MqttProtocolError as exc:
+            logger.warning("MQTT %s: %s", self.source.config.url, exc)
+            self.abort(f"protocol error: {exc}")
+            return
+        self.source._receive(self, events)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost(f"connection lost: {exc}" if exc else "connection closed by the broker")
+
+    def lost(self, detail: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(detail)
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(detail))
+        self.waiting.clear()
+
+    def expect(self, kind: type) -> asyncio.Future[Any]:
+        """A future for the next packet of ``kind`` (ConnAck, SubAck)."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if self.closed.done():
+            fut.set_exception(ConnectionError(self.closed.result()))
+        else:
+            self.waiting[kind] = fut
+        return fut
+
+    def answer(self, event: MqttEvent) -> None:
+        if type(event) is PingResp:
+            self.ping_sent = None
+            return
+        fut = self.waiting.pop(type(event), None)
+        if fut is not None and not fut.done():
+            fut.set_result(event)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.last_write = self.loop.time()
+
+    def abort(self, detail: str) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        self.lost(detail)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Leave gracefully (DISCONNECT) if still connected."""
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        self.write(DISCONNECT)
+        if self.transport is not None:
+            self.transport.close()
+        self.lost("disconnected")
 
 
 class MqttSource:
@@ -219,6 +519,11 @@ class MqttSource:
     every connection.
     Messages on ``spBv1.0/...`` go through ``host`` (a fresh :class:`SparkplugHost` unless one
     is given), whose rebirth requests are published; all others through :func:`decode_json`.
+
+    Batches: whatever arrived since the previous batch, at most ``batch_max`` telemetry items
+    (a Sparkplug message is not split). On a busy stream (the previous batch held several
+    messages) a batch follows the previous one after ``batch_wait_s``, so that it holds more;
+    otherwise it goes at once.
 
     ``on_telemetry`` runs on the event loop and should return quickly. A QoS 1 message is
     acknowledged only after the call that delivered its telemetry has returned; if it raises,
@@ -247,10 +552,6 @@ class MqttSource:
         self.topics = list(topics)
         self.host = host or SparkplugHost()
         self._on_telemetry = on_telemetry
-        self._pending: list[tuple[str, bytes, int, int, float]] = []
-        self._flush_scheduled = False
-        self._paho: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._up: bool | None = None
         self._failure: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -259,30 +560,20 @@ class MqttSource:
 
     async def run(self) -> None:
         """Connect, receive and reconnect until cancelled (or until ``on_telemetry`` raises)."""
-        import aiomqtt
-
-        self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         delay = self.config.reconnect_min_s
         while True:
-            client = _client(self.config)
-            paho = client._client  # manual acks and the batching hook live on paho
-            paho.manual_ack_set(True)
-            paho.on_message = self._on_message
             detail = "disconnected"
             self._in_session = True
+            conn: _Connection | None = None
+            pinger: asyncio.Task[None] | None = None
             try:
-                async with client:
-                    self._paho = paho
-                    if self.topics:
-                        await client.subscribe([(t, 1) for t in self.topics])
-                    self._link(up=True, detail=f"connected to {self.config.url}")
-                    delay = self.config.reconnect_min_s
-                    # The hook above bypasses aiomqtt's queue, so this iterator yields nothing:
-                    # it ends with MqttError when the connection is lost.
-                    async for _ in client.messages:
-                        pass
-            except aiomqtt.MqttError as exc:
+                conn = await self._open()
+                self._link(up=True, detail=f"connected to {self.config.url}")
+                delay = self.config.reconnect_min_s
+                pinger = asyncio.create_task(self._keep_alive(conn))
+                detail = await conn.closed
+            except (OSError, TimeoutError, MqttProtocolError) as exc:
                 detail = str(exc) or type(exc).__name__
             except asyncio.CancelledError:
                 if self._failure is None or self._task is None:
@@ -290,8 +581,11 @@ class MqttSource:
                 self._task.uncancel()  # cancelled by _deliver: on_telemetry failed
             finally:
                 self._in_session = False
-                self._flush(final=True)
-                self._paho = None
+                if pinger is not None:
+                    pinger.cancel()
+                if conn is not None:
+                    self._flush(conn)  # what was read (acknowledged if still connected)
+                    conn.close()
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise failure
@@ -299,6 +593,66 @@ class MqttSource:
             logger.info("MQTT %s: %s; reconnecting in %.1f s", self.config.url, detail, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max_s)
+
+    async def _open(self) -> _Connection:
+        """Connect, CONNECT (persistent session), SUBSCRIBE (QoS 1); the connection once the
+        broker has answered both."""
+        config = self.config
+        host, port, context = config.endpoint()
+        parts = urlsplit(config.url)
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, loop)
+        try:
+            async with asyncio.timeout(config.connect_timeout_s):
+                await loop.create_connection(
+                    lambda: conn, host, port, ssl=context, server_hostname=host if context else None
+                )
+                connack = conn.expect(ConnAck)
+                conn.write(
+                    encode_connect(
+                        config.client_id,
+                        clean_session=False,
+                        keepalive_s=config.keepalive_s,
+                        username=config.username if config.username is not None else parts.username,
+                        password=config.password if config.password is not None else parts.password,
+                    )
+                )
+                answer: ConnAck = await connack
+                if answer.return_code:
+                    reason = _CONNACK_CODES.get(answer.return_code, "unknown reason")
+                    raise MqttProtocolError(
+                        f"connection refused: {reason} (CONNACK code {answer.return_code})"
+                    )
+                if self.topics:
+                    suback = conn.expect(SubAck)
+                    conn.write(encode_subscribe(1, [(t, 1) for t in self.topics]))
+                    granted: SubAck = await suback
+                    refused = [
+                        t for t, g in zip(self.topics, granted.granted, strict=False) if g & 0x80
+                    ]
+                    if refused:
+                        logger.warning("MQTT %s refused subscriptions %s", config.url, refused)
+        except BaseException:
+            conn.abort("connection failed")
+            raise
+        return conn
+
+    async def _keep_alive(self, conn: _Connection) -> None:
+        """PINGREQ when nothing was sent for half the keepalive; drop the connection when a
+        PINGRESP takes longer than the keepalive."""
+        period = self.config.keepalive_s
+        if period <= 0:
+            return
+        while conn.open:
+            await asyncio.sleep(period / 2)
+            now = conn.loop.time()
+            if conn.ping_sent is not None:
+                if now - conn.ping_sent > period:
+                    conn.abort(f"no PINGRESP within {period} s")
+                    return
+            elif now - conn.last_write >= period / 2:
+                conn.write(PINGREQ)
+                conn.ping_sent = now
 
     def _link(self, *, up: bool, detail: str) -> None:
         if self._up is up:
@@ -319,70 +673,63 @@ class MqttSource:
             return False
         return True
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        # paho calls this on the event loop's thread, once per PUBLISH read.
-        self._pending.append(
-            (message.topic, message.payload, message.mid, message.qos, time.time())
-        )
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _more_to_read(self) -> bool:
-        paho = self._paho
-        sock = paho.socket() if paho is not None else None
-        if sock is None:
-            return False
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return bool(readable)
-
-    def _flush(self, final: bool = False) -> None:
-        """Read what else the socket holds (up to ``batch_max`` messages), decode the batch,
-        hand it over, then acknowledge it.
-
-        Reading here, with paho's ``loop_read`` (what aiomqtt's reader callback calls), saves
-        one event-loop turn per message; a read error is left to that callback, which sees it
-        on its next turn and ends the connection."""
-        paho = self._paho
-        if not final and paho is not None:
-            self._flush_scheduled = True  # messages read below join this batch
-            while len(self._pending) < self.config.batch_max and self._more_to_read():
-                try:
-                    if paho.loop_read() != 0:
-                        break
-                except OSError:
-                    break
-        self._flush_scheduled = False
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        self.received += len(pending)
-        items: list[Telemetry] = []
-        to_send: list[tuple[str, bytes]] = []
+    def _receive(self, conn: _Connection, events: list[MqttEvent]) -> None:
+        """Decode what one read brought into the connection's batch; deliver the batch when
+        it holds ``batch_max`` items, else schedule its delivery."""
+        ts = time.time()
         host = self.host
-        for topic, payload, _mid, _qos, ts in pending:
+        items = conn.items
+        batch_max = self.config.batch_max
+        for event in events:
+            if type(event) is not Publish:
+                conn.answer(event)
+                continue
+            topic, payload, packet_id, qos = event
             if topic.startswith(_SPB):
                 telemetry, send = host.receive(topic, payload, ts)
                 items += telemetry
-                to_send += send
+                if send:
+                    conn.to_send += send
             else:
                 items.append(decode_json(topic, payload, ts))
+            if qos:
+                conn.packet_ids.append(packet_id)
+            conn.messages += 1
+            self.received += 1
+            if len(items) >= batch_max:
+                self._flush(conn)
+                items = conn.items
+        if conn.messages and conn.flush_handle is None:
+            loop = conn.loop
+            delay = 0.0
+            if conn.last_batch >= _BUSY_BATCH:  # a busy stream: wait for more
+                delay = conn.last_flush + self.config.batch_wait_s - loop.time()
+            if delay > 0:
+                conn.flush_handle = loop.call_later(delay, self._flush, conn)
+            else:
+                conn.flush_handle = loop.call_soon(self._flush, conn)
+
+    def _flush(self, conn: _Connection) -> None:
+        """Hand the connection's batch over, then acknowledge it and publish what the
+        Sparkplug host asked for (in one write)."""
+        if conn.flush_handle is not None:
+            conn.flush_handle.cancel()
+            conn.flush_handle = None
+        if not conn.messages:
+            return
+        items, packet_ids, to_send = conn.items, conn.packet_ids, conn.to_send
+        conn.last_batch = conn.messages
+        conn.items, conn.packet_ids, conn.to_send, conn.messages = [], [], [], 0
+        conn.last_flush = conn.loop.time()
         if items and not self._deliver(items):
             return
-        paho = self._paho
-        if paho is None:
+        if self._failure is not None or not conn.open:
             return  # disconnected: the broker sends the unacknowledged ones again
-        for _topic, _payload, mid, qos, _ts in pending:
-            if qos:
-                paho.ack(mid, qos)
-        for topic, payload in to_send:
-            paho.publish(topic, payload, qos=0)
+        out = encode_pubacks(packet_ids) if packet_ids else b""
+        if to_send:
+            out += b"".join(encode_publish(t, p) for t, p in to_send)
+        if out:
+            conn.write(out)
 
 
 # ---------------------------------------------------------------------------------------------
