@@ -57,6 +57,12 @@ APPLICATION_ID = 0x74775263
 SCHEMA_VERSION = 1
 #: msgpack extension code for an integer outside 64 bits (its decimal digits).
 _EXT_BIGINT = 1
+#: The ``quality`` column's text (a dict lookup: ``.value`` on an enum is a property call).
+_QUALITY_TEXT: dict[Quality, str] = {q: q.value for q in Quality}
+#: ``PRAGMA wal_autocheckpoint``, in pages (SQLite's default is 1,000): the WAL grows to about
+#: 16 MB before a commit folds it into the file. Small flushes touch many pages of the address
+#: index, and fewer checkpoints copy (and fsync) each such page fewer times.
+_WAL_CHECKPOINT_PAGES = 4000
 
 
 class Kind(StrEnum):
@@ -419,6 +425,7 @@ class Recorder(_Queries):
             is_record = _check_header(conn, self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if power_safe else 'NORMAL'}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             if not is_record:
                 conn.execute("BEGIN IMMEDIATE")  # rolled back by close() if this fails
                 if not _check_header(conn, self.path):  # nobody created it meanwhile
@@ -456,7 +463,7 @@ class Recorder(_Queries):
                 s.source_ts,
                 s.address,
                 self._packer.pack(s.value),
-                s.quality.value,
+                _QUALITY_TEXT[s.quality],
                 s.source,
                 outcome,
                 reason,
