@@ -34,6 +34,11 @@ the twin's batches are far larger than 20 messages either way; see ``upd/batch``
     .venv/bin/python benchmarks/bench_ingest.py --only drain --broker-inflight 1000
     .venv/bin/python benchmarks/bench_ingest.py --only json-drain-rec --profile 30
 
+Besides the figures above: ``wait s``, the seconds the twin was ready to run but waited for a
+core during the window (``/proc/self/schedstat``: the machine's other load), and for paced runs
+``arr p99``, the p99 from publish to the twin reading the message (publisher, broker and the
+twin's socket; the rest of the latency is the twin's batch wait and ``ingest``).
+
 Progress goes to stderr. ``--profile N`` runs cProfile in the twin process over each window and
 prints its top N functions by own time to stderr (the figures of a profiled run are inflated).
 """
@@ -368,6 +373,15 @@ def twin_worker(layout: Layout, directory: str, conn: Connection) -> None:
     conn.close()
 
 
+def run_queue_s() -> float:
+    """Seconds this process's main thread has waited for a core so far (runnable, not running:
+    ``/proc/self/schedstat``); 0.0 where the kernel does not say."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -> dict[str, Any]:
     import cProfile
     import pstats
@@ -385,7 +399,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
     done = asyncio.Event()
     win: dict[str, float] = {}
     batches = items_n = 0
-    latencies: list[tuple[float, float]] = []
+    latencies: list[tuple[float, float, float]] = []  # (published, to state, to arrival)
     measure = job.mode is Mode.PACED
     spb = job.payload is Payload.SPARKPLUG
     profiler = cProfile.Profile() if job.profile else None
@@ -394,6 +408,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
         nonlocal batches, items_n
         if not win and any(type(it) is Sample for it in items):
             win["t0"], win["c0"] = time.perf_counter(), time.process_time()
+            win["q0"] = run_queue_s()
             win["setup_s"] = win["t0"] - t_job
             win["accepted0"] = counts["accepted"]
             if profiler is not None:
@@ -415,9 +430,10 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
                     else:
                         continue
                     if published is not None:
-                        latencies.append((published, now - published))
+                        latencies.append((published, now - published, it.received_ts - published))
         if "t1" not in win and counts["accepted"] >= job.expected:
             win["t1"], win["c1"] = time.perf_counter(), time.process_time()
+            win["q1"] = run_queue_s()
             if profiler is not None:
                 profiler.disable()
             done.set()
@@ -444,6 +460,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
         win.setdefault("c0", time.process_time())
         win.setdefault("accepted0", 0)
         win["t1"], win["c1"] = time.perf_counter(), time.process_time()
+    win.setdefault("q1", run_queue_s())
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     if recorder is not None:
@@ -464,6 +481,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
     return {
         "wall_s": win["t1"] - win["t0"],
         "cpu_s": win["c1"] - win["c0"],
+        "run_queue_s": win["q1"] - win.get("q0", win["q1"]),
         "accepted": counts["accepted"] - int(win["accepted0"]),
         "accepted_total": counts["accepted"],
         "rejected": counts["rejected"],
@@ -658,6 +676,8 @@ def run_one(
         "updates_per_s": round(accepted / wall) if wall > 0 else None,
         "updates_per_cpu_s": round(accepted / cpu) if cpu > 0 else None,
         "twin_cpu_share": round(cpu / wall, 2) if wall > 0 else None,
+        # time the twin was ready to run but waited for a core (a loaded machine)
+        "twin_run_queue_s": round(result["run_queue_s"], 3),
         "broker_cpu_s": round(broker_cpu, 3),
         "batches": result["batches"],
         "items_per_batch": round(result["items"] / result["batches"], 1)
@@ -675,7 +695,9 @@ def run_one(
         t_last = max(p["t_last"] for p in published)
         sent = sum(p["updates"] for p in published)
         cut = t_first + WARMUP_S
-        lat = sorted(d for pub, d in result["latencies"] if pub >= cut)
+        kept = [(d, a) for pub, d, a in result["latencies"] if pub >= cut]
+        lat = sorted(d for d, _ in kept)
+        arrival = sorted(a for _, a in kept)
         out.update(
             {
                 "rate_target": args.rate,
@@ -684,6 +706,9 @@ def run_one(
                 "p50_ms": round(_percentile(lat, 0.50) * 1e3, 2),
                 "p99_ms": round(_percentile(lat, 0.99) * 1e3, 2),
                 "max_ms": round(lat[-1] * 1e3, 2) if lat else None,
+                # publish -> read by the twin (publisher, broker, the twin's socket)
+                "arrival_p50_ms": round(_percentile(arrival, 0.50) * 1e3, 2),
+                "arrival_p99_ms": round(_percentile(arrival, 0.99) * 1e3, 2),
             }
         )
     if result["profile"]:
@@ -715,7 +740,8 @@ def _cpu_model() -> str:
 def _table(results: list[dict[str, Any]]) -> str:
     rows = [
         f"{'run':<18} {'updates':>9} {'wall s':>7} {'twin CPU s':>10} {'upd/s':>9} "
-        f"{'upd/CPU-s':>10} {'upd/batch':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+        f"{'upd/CPU-s':>10} {'upd/batch':>9} {'wait s':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'arr p99':>7}"
     ]
     for r in results:
         paced = r["mode"] == Mode.PACED.value
@@ -726,7 +752,8 @@ def _table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{r['run']:<18} {r['updates']:>9,} {r['wall_s']:>7.2f} {r['twin_cpu_s']:>10.2f} "
             f"{r['updates_per_s'] or 0:>9,} {r['updates_per_cpu_s'] or 0:>10,} "
-            f"{r['items_per_batch'] or 0:>9} {ms('p50_ms')} {ms('p99_ms')} {ms('max_ms')}"
+            f"{r['items_per_batch'] or 0:>9} {r['twin_run_queue_s']:>6.2f} "
+            f"{ms('p50_ms')} {ms('p99_ms')} {ms('max_ms')} {ms('arrival_p99_ms')}"
             + ("  TIMED OUT" if r["timed_out"] else "")
             + (f"  rejected {r['rejected_by_reason']}" if r["rejected"] else "")
         )
