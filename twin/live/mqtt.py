@@ -387,6 +387,8 @@ class MqttReader:
             kind = first >> 4
             if kind == 3:  # PUBLISH
                 qos = (first >> 1) & 3
+                if length < 2:
+                    raise MqttProtocolError(f"PUBLISH of {length} bytes has no topic length")
                 k = j + 2 + ((buf[j] << 8) | buf[j + 1])
                 if k > end:
                     raise MqttProtocolError("PUBLISH topic runs past the packet")
