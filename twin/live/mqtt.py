@@ -20,7 +20,7 @@
 
 The subscriber has its own client because it is the twin's hot path: it reads the socket in
 large chunks and writes the PUBACKs of a whole batch with one ``send`` (paho reads a packet with
-three ``recv`` calls and sends each PUBACK on its own; see ``docs/benchmarks-ingest.md``).
+three ``recv`` calls and sends each PUBACK on its own; see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
