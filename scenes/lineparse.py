@@ -9,9 +9,8 @@ is documented in ``docs/line-format.md``.
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from scenes import yamlpos
 from scenes.errors import LineFileError, Problem
+from scenes.fields import FieldReader, type_name
 from scenes.spec import (
     Buffer,
     Conveyor,
@@ -35,7 +35,7 @@ from scenes.spec import (
     Station,
     TagBinding,
 )
-from scenes.yamlpos import PathKey, format_path
+from scenes.yamlpos import PathKey
 
 ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 MESH_SUFFIXES = frozenset({".glb", ".gltf", ".stl", ".obj", ".ply"})
@@ -128,126 +128,14 @@ def parse_line(
     return spec
 
 
-class _Reader:
-    """Walks the document, converting fields and collecting problems.
-
-    Rule: a method that returns ``None`` for a value that was present has reported a problem.
-    """
+class _Reader(FieldReader):
+    """Walks a line file, converting fields and collecting problems (see
+    :class:`scenes.fields.FieldReader`)."""
 
     def __init__(self, doc: yamlpos.Located, filename: str, base: Path | None, meshes: bool):
-        self.doc = doc
-        self.file = filename
+        super().__init__(doc, filename)
         self.base = base
         self.check_meshes = meshes
-        self.problems: list[Problem] = []
-        #: (mapping path, field) pairs that an unknown-field problem suggested already.
-        self.suggested: set[tuple[PathKey, str]] = set()
-        for dup_path, line in doc.duplicates:
-            self.problems.append(
-                Problem(
-                    file=filename, line=line, path=format_path(dup_path), message="duplicate key"
-                )
-            )
-
-    # -- reporting -------------------------------------------------------------------------------
-    def error(self, path: PathKey, message: str) -> None:
-        line = self.doc.line(path)
-        self.problems.append(
-            Problem(file=self.file, line=line, path=format_path(path), message=message)
-        )
-
-    # -- generic field readers -------------------------------------------------------------------
-    def mapping(
-        self, value: Any, path: PathKey, allowed: Iterable[str], what: str
-    ) -> dict[Any, Any] | None:
-        """``value`` as a mapping; unknown keys are reported (with a did-you-mean) and kept."""
-        if not isinstance(value, dict):
-            self.error(path, f"must be a mapping ({what}), got {_type_name(value)}")
-            return None
-        allowed = tuple(allowed)
-        for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-                self.error((*path, str(key)), f"unknown field; {hint}")
-                if close:
-                    self.suggested.add((path, close[0]))
-        return value
-
-    def missing(self, path: PathKey, key: str) -> None:
-        """Report a missing required field, unless a misspelt key was already pointed at it."""
-        if (path, key) not in self.suggested:
-            self.error(path, f"missing required field '{key}'")
-
-    def field(
-        self,
-        m: Mapping[Any, Any],
-        key: str,
-        path: PathKey,
-        read: Callable[[Any, PathKey], T | None],
-    ) -> T | None:
-        """Read required field ``key`` of ``m`` with ``read``; report it if missing."""
-        if key not in m:
-            self.missing(path, key)
-            return None
-        return read(m[key], (*path, key))
-
-    def number(
-        self,
-        value: Any,
-        path: PathKey,
-        *,
-        gt: float | None = None,
-        ge: float | None = None,
-        lt: float | None = None,
-        le: float | None = None,
-    ) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(path, f"must be a number, got {_type_name(value)}")
-            return None
-        try:
-            v = float(value)
-        except OverflowError:
-            v = math.inf
-        if not math.isfinite(v):
-            self.error(path, "must be a finite number")
-            return None
-        failed = (
-            (">", gt)
-            if gt is not None and not v > gt
-            else (">=", ge)
-            if ge is not None and not v >= ge
-            else ("<", lt)
-            if lt is not None and not v < lt
-            else ("<=", le)
-            if le is not None and not v <= le
-            else None
-        )
-        if failed is not None:
-            word, bound = failed
-            self.error(path, f"must be {word} {_fmt(bound)}, got {_fmt(v)}")
-            return None
-        return v
-
-    def positive(self, value: Any, path: PathKey) -> float | None:
-        return self.number(value, path, gt=0)
-
-    def integer(self, value: Any, path: PathKey, *, ge: int) -> int | None:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, f"must be a whole number, got {_type_name(value)}")
-            return None
-        if value < ge:
-            self.error(path, f"must be >= {ge}, got {value}")
-            return None
-        return value
-
-    def string(self, value: Any, path: PathKey) -> str | None:
-        if not isinstance(value, str) or not value:
-            self.error(path, f"must be a non-empty string, got {_type_name(value)}")
-            return None
-        return value
 
     def ident(self, value: Any, path: PathKey) -> str | None:
         s = self.string(value, path)
@@ -260,7 +148,7 @@ class _Reader:
         self, value: Any, path: PathKey, n: int, *, gt: float | None = None
     ) -> tuple[float, ...] | None:
         if not isinstance(value, list) or len(value) != n:
-            got = f"a list of {len(value)}" if isinstance(value, list) else _type_name(value)
+            got = f"a list of {len(value)}" if isinstance(value, list) else type_name(value)
             self.error(path, f"must be a list of {n} numbers, got {got}")
             return None
         out = [self.number(v, (*path, i), gt=gt) for i, v in enumerate(value)]
@@ -289,14 +177,14 @@ class _Reader:
         name = self.field(top, "line", (), self.string)
         description = top.get("description", "")
         if not isinstance(description, str):
-            self.error(("description",), f"must be a string, got {_type_name(description)}")
+            self.error(("description",), f"must be a string, got {type_name(description)}")
             description = ""
 
         raw_stations: list[Any] = []
         if "stations" not in top:
             self.missing((), "stations")
         elif not isinstance(top["stations"], list) or not top["stations"]:
-            got = _type_name(top["stations"])
+            got = type_name(top["stations"])
             self.error(("stations",), f"must be a non-empty list of stations, got {got}")
         else:
             raw_stations = top["stations"]
@@ -313,7 +201,7 @@ class _Reader:
         if raw_buffers is None:
             raw_buffers = []
         elif not isinstance(raw_buffers, list):
-            self.error(("buffers",), f"must be a list of buffers, got {_type_name(raw_buffers)}")
+            self.error(("buffers",), f"must be a list of buffers, got {type_name(raw_buffers)}")
             raw_buffers = []
         buffers: list[Buffer] = []
         for i, raw in enumerate(raw_buffers):
@@ -362,7 +250,7 @@ class _Reader:
         if not isinstance(value, dict):
             self.error(
                 path,
-                f"must be a number of seconds or a distribution mapping, got {_type_name(value)}",
+                f"must be a number of seconds or a distribution mapping, got {type_name(value)}",
             )
             return None
         if "dist" not in value:
@@ -407,7 +295,7 @@ class _Reader:
             case DistKind.EMPIRICAL:
                 raw = m["values"]
                 if not isinstance(raw, list) or not raw:
-                    got = _type_name(raw)
+                    got = type_name(raw)
                     self.error((*path, "values"), f"must be a non-empty list of numbers, got {got}")
                     return None
                 vals = [self.number(v, (*path, "values", i), ge=0) for i, v in enumerate(raw)]
@@ -473,7 +361,7 @@ class _Reader:
 
     def tags(self, value: Any, path: PathKey) -> tuple[tuple[str, TagBinding], ...]:
         if not isinstance(value, dict):
-            self.error(path, f"must be a mapping of tag name to address, got {_type_name(value)}")
+            self.error(path, f"must be a mapping of tag name to address, got {type_name(value)}")
             return ()
         out: list[tuple[str, TagBinding]] = []
         for key, raw in value.items():
@@ -653,7 +541,7 @@ class _Reader:
             raws.append((("source",), top["source"]))
         if "sources" in top:
             if not isinstance(top["sources"], list):
-                got = _type_name(top["sources"])
+                got = type_name(top["sources"])
                 self.error(("sources",), f"must be a list of sources, got {got}")
             else:
                 raws.extend((("sources", i), s) for i, s in enumerate(top["sources"]))
@@ -700,7 +588,7 @@ class _Reader:
 
     def weights(self, value: Any, path: PathKey, outs: list[str]) -> tuple[tuple[str, float], ...]:
         if not isinstance(value, dict) or not value:
-            got = _type_name(value)
+            got = type_name(value)
             self.error(path, f"must be a mapping of outgoing buffer id to weight, got {got}")
             return ()
         result: list[tuple[str, float]] = []
@@ -774,22 +662,6 @@ def _reachable(roots: Iterable[str], succ: Mapping[str, list[str]]) -> set[str]:
 
 def _or(value: float | None, default: float) -> float:
     return default if value is None else value
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _fmt(v: float) -> str:

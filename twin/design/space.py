@@ -12,7 +12,7 @@ import ast
 import difflib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -20,8 +20,9 @@ from typing import Any
 
 from scenes import yamlpos
 from scenes.errors import ConfigError, LineFileError, Problem
+from scenes.fields import FieldReader, hint, type_name
 from scenes.spec import Buffer, DistKind, Distribution, LineSpec, RoutingPolicy
-from scenes.yamlpos import PathKey, format_path
+from scenes.yamlpos import PathKey
 
 TOP_KEYS = (
     "design",
@@ -468,67 +469,13 @@ def parse_space(
     return space
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Walks the document, converting fields and collecting problems (as lineparse does)."""
 
     def __init__(self, doc: yamlpos.Located, filename: str, base: Path | None, line: LineSpec):
-        self.doc = doc
-        self.file = filename
+        super().__init__(doc, filename)
         self.base = base
         self.line = line
-        self.problems: list[Problem] = []
-        for dup, ln in doc.duplicates:
-            self.problems.append(
-                Problem(file=filename, line=ln, path=format_path(dup), message="duplicate key")
-            )
-
-    def error(self, path: PathKey, message: str) -> None:
-        self.problems.append(
-            Problem(
-                file=self.file, line=self.doc.line(path), path=format_path(path), message=message
-            )
-        )
-
-    def mapping(
-        self, value: Any, path: PathKey, allowed: Iterable[str], what: str
-    ) -> dict[Any, Any] | None:
-        if not isinstance(value, dict):
-            self.error(path, f"must be a mapping ({what}), got {_type_name(value)}")
-            return None
-        allowed = tuple(allowed)
-        for key in value:
-            if key not in allowed:
-                self.error((*path, str(key)), f"unknown field; {_hint(str(key), allowed)}")
-        return value
-
-    def number(
-        self, value: Any, path: PathKey, *, gt: float | None = None, ge: float | None = None
-    ) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(path, f"must be a number, got {_type_name(value)}")
-            return None
-        v = float(value)
-        if not math.isfinite(v):
-            self.error(path, "must be a finite number")
-            return None
-        if gt is not None and not v > gt:
-            self.error(path, f"must be > {gt:g}, got {v:g}")
-            return None
-        if ge is not None and not v >= ge:
-            self.error(path, f"must be >= {ge:g}, got {v:g}")
-            return None
-        return v
-
-    def integer(self, value: Any, path: PathKey, *, ge: int) -> int | None:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, f"must be a whole number, got {_type_name(value)}")
-            return None
-        if value < ge:
-            self.error(path, f"must be >= {ge}, got {value}")
-            return None
-        return value
 
     def opt(self, m: Mapping[Any, Any], key: str, path: PathKey, default: Any, read: Any) -> Any:
         if key not in m:
@@ -545,10 +492,10 @@ class _Reader:
         if "design" not in top:
             self.error((), "missing required field 'design' (the design space's name)")
         elif not isinstance(name, str) or not name:
-            self.error(("design",), f"must be a non-empty string, got {_type_name(name)}")
+            self.error(("design",), f"must be a non-empty string, got {type_name(name)}")
         description = top.get("description", "")
         if not isinstance(description, str):
-            self.error(("description",), f"must be a string, got {_type_name(description)}")
+            self.error(("description",), f"must be a string, got {type_name(description)}")
             description = ""
         params, layouts = self.parameters(top)
         names = {p.name for p in params}
@@ -585,7 +532,7 @@ class _Reader:
             return [], []
         if not isinstance(raw, list) or not raw:
             self.error(
-                ("parameters",), f"must be a non-empty list of parameters, got {_type_name(raw)}"
+                ("parameters",), f"must be a non-empty list of parameters, got {type_name(raw)}"
             )
             return [], []
         # Layouts first: every other target must exist in each of them.
@@ -636,7 +583,7 @@ class _Reader:
                 )
                 continue
             if not isinstance(fname, str) or not fname:
-                self.error(kp, f"must be a line file name, got {_type_name(fname)}")
+                self.error(kp, f"must be a line file name, got {type_name(fname)}")
                 continue
             p = Path(fname)
             if not p.is_absolute() and self.base is not None:
@@ -667,7 +614,7 @@ class _Reader:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             self.error(
                 (*path, "name"),
-                f"must be a name of letters, digits and '_' (not starting with a digit), got {_type_name(name)}",
+                f"must be a name of letters, digits and '_' (not starting with a digit), got {type_name(name)}",
             )
             return None
         ln = self.doc.line(path)
@@ -690,7 +637,7 @@ class _Reader:
             vals = m["values"]
             vp = (*path, "values")
             if not isinstance(vals, list) or not vals:
-                self.error(vp, f"must be a non-empty list of numbers, got {_type_name(vals)}")
+                self.error(vp, f"must be a non-empty list of numbers, got {type_name(vals)}")
                 return None
             nums: list[Value] = []
             for j, v in enumerate(vals):
@@ -706,7 +653,7 @@ class _Reader:
         rng = m["range"]
         rp = (*path, "range")
         if not isinstance(rng, list) or len(rng) != 2:
-            got = f"a list of {len(rng)}" if isinstance(rng, list) else _type_name(rng)
+            got = f"a list of {len(rng)}" if isinstance(rng, list) else type_name(rng)
             self.error(rp, f"must be [low, high], got {got}")
             return None
         lo = self.bounded(rng[0], (*rp, 0), target, lo_bound, integer)
@@ -749,7 +696,7 @@ class _Reader:
     def target(self, value: Any, path: PathKey, lines: list[LineSpec]) -> Target | None:
         if not isinstance(value, str) or not value:
             self.error(
-                path, f"must be a target such as 'stations.ID.servers', got {_type_name(value)}"
+                path, f"must be a target such as 'stations.ID.servers', got {type_name(value)}"
             )
             return None
         if value == LAYOUT:
@@ -797,7 +744,7 @@ class _Reader:
             return []
         raw = top["objectives"]
         if not isinstance(raw, list) or not raw:
-            self.error(("objectives",), f"must be a non-empty list of KPIs, got {_type_name(raw)}")
+            self.error(("objectives",), f"must be a non-empty list of KPIs, got {type_name(raw)}")
             return []
         out: list[Objective] = []
         for i, item in enumerate(raw):
@@ -844,7 +791,7 @@ class _Reader:
         if raw is None:
             return []
         if not isinstance(raw, list):
-            self.error(("constraints",), f"must be a list of expressions, got {_type_name(raw)}")
+            self.error(("constraints",), f"must be a list of expressions, got {type_name(raw)}")
             return []
         known = sorted(names - layout_names) + [k.value for k in Kpi]
         out: list[Constraint] = []
@@ -852,7 +799,7 @@ class _Reader:
             path: PathKey = ("constraints", i)
             if not isinstance(text, str) or not text.strip():
                 self.error(
-                    path, f"must be an expression such as 'b1 + b2 <= 20', got {_type_name(text)}"
+                    path, f"must be an expression such as 'b1 + b2 <= 20', got {type_name(text)}"
                 )
                 continue
             try:
@@ -881,7 +828,7 @@ class _Reader:
                 if u in layout_names:
                     self.error(path, f"'{u}' is the layout parameter: it has no number")
                 else:
-                    self.error(path, f"unknown name '{u}'; {_hint(u, known, label='names')}")
+                    self.error(path, f"unknown name '{u}'; {hint(u, known, label='names')}")
                 continue
             out.append(
                 Constraint(
@@ -897,7 +844,7 @@ class _Reader:
         d = CostModel()
         currency = m.get("currency", d.currency)
         if not isinstance(currency, str) or not currency:
-            self.error((*path, "currency"), f"must be a string, got {_type_name(currency)}")
+            self.error((*path, "currency"), f"must be a string, got {type_name(currency)}")
             currency = d.currency
         by_type: list[tuple[str, float]] = []
         if "machine_by_type" in m:
@@ -905,7 +852,7 @@ class _Reader:
             if not isinstance(bt, dict):
                 self.error(
                     (*path, "machine_by_type"),
-                    f"must be a mapping of station type to price, got {_type_name(bt)}",
+                    f"must be a mapping of station type to price, got {type_name(bt)}",
                 )
             else:
                 types = {s.type for s in self.line.stations}
@@ -914,7 +861,7 @@ class _Reader:
                     if k not in types:
                         self.error(
                             kp,
-                            f"no station of type '{k}' in the line; {_hint(str(k), sorted(types), label='types')}",
+                            f"no station of type '{k}' in the line; {hint(str(k), sorted(types), label='types')}",
                         )
                         continue
                     x = self.number(v, kp, ge=0)
@@ -1024,13 +971,13 @@ def _check_target(spec: LineSpec, t: Target) -> str | None:
     bids = [b.id for b in spec.buffers]
     if t.kind in (TargetKind.CAPACITY, TargetKind.SPEED):
         if t.ref not in bids:
-            return f"unknown buffer '{t.ref}'; {_hint(t.ref, bids, label='buffers')}"
+            return f"unknown buffer '{t.ref}'; {hint(t.ref, bids, label='buffers')}"
         b = _buffer(spec, t.ref)
         if t.kind == TargetKind.SPEED and b.conveyor is None:
             return f"buffer '{t.ref}' has no conveyor"
         return None
     if t.ref not in sids:
-        return f"unknown station '{t.ref}'; {_hint(t.ref, sids, label='stations')}"
+        return f"unknown station '{t.ref}'; {hint(t.ref, sids, label='stations')}"
     s = spec.station(t.ref)
     if t.kind in (TargetKind.MTBF, TargetKind.MTTR) and s.failures is None:
         return f"station '{t.ref}' has no failures to vary"
@@ -1039,7 +986,7 @@ def _check_target(spec: LineSpec, t: Target) -> str | None:
             return f"station '{t.ref}' does not route by probability"
         keys = [k for k, _ in s.weights]
         if t.key not in keys:
-            return f"'{t.key}' is not an outgoing buffer of '{t.ref}'; {_hint(t.key, keys, label='buffers')}"
+            return f"'{t.key}' is not an outgoing buffer of '{t.ref}'; {hint(t.key, keys, label='buffers')}"
     return None
 
 
@@ -1127,28 +1074,3 @@ def _eval(node: ast.AST, values: Mapping[str, float]) -> float | bool:
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
         return float(node.value)
     raise ValueError(f"unexpected {type(node).__name__}")  # pragma: no cover
-
-
-def _hint(text: str, choices: Iterable[str], *, label: str = "allowed") -> str:
-    """``did you mean 'x'?`` when one choice is close, else the list of choices."""
-    options = list(choices)
-    close = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return f"{label}: {', '.join(options) or 'none'}"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__

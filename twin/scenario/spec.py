@@ -8,7 +8,6 @@ Every problem is collected and reported as ``file:line field.path: message`` ins
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,8 +16,9 @@ from typing import Any
 
 from scenes import yamlpos
 from scenes.errors import ConfigError, LineFileError, Problem
+from scenes.fields import FieldReader, type_name
 from scenes.spec import LineSpec
-from scenes.yamlpos import PathKey, format_path
+from scenes.yamlpos import PathKey
 
 
 class ScenarioFileError(ConfigError):
@@ -253,74 +253,12 @@ def _load(text: str, filename: str) -> yamlpos.Located:
         ) from exc
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Walks a document and collects problems; a reader returning None has reported one."""
-
-    def __init__(self, doc: yamlpos.Located, filename: str) -> None:
-        self.doc = doc
-        self.file = filename
-        self.problems: list[Problem] = [
-            Problem(file=filename, line=ln, path=format_path(pk), message="duplicate key")
-            for pk, ln in doc.duplicates
-        ]
-
-    def error(self, path: PathKey, message: str) -> None:
-        self.problems.append(
-            Problem(
-                file=self.file, line=self.doc.line(path), path=format_path(path), message=message
-            )
-        )
-
-    def mapping(self, value: Any, path: PathKey, allowed: Iterable[str]) -> dict[Any, Any] | None:
-        if not isinstance(value, dict):
-            self.error(path, f"must be a mapping, got {_type_name(value)}")
-            return None
-        allowed = tuple(allowed)
-        for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-                self.error((*path, str(key)), f"unknown field; {hint}")
-        return value
-
-    def number(
-        self, value: Any, path: PathKey, *, gt: float | None = None, ge: float | None = None
-    ) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(path, f"must be a number, got {_type_name(value)}")
-            return None
-        v = float(value)
-        if not math.isfinite(v):
-            self.error(path, "must be a finite number")
-            return None
-        if gt is not None and not v > gt:
-            self.error(path, f"must be > {gt:g}, got {v:g}")
-            return None
-        if ge is not None and not v >= ge:
-            self.error(path, f"must be >= {ge:g}, got {v:g}")
-            return None
-        return v
-
-    def integer(self, value: Any, path: PathKey, *, ge: int) -> int | None:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, f"must be a whole number, got {_type_name(value)}")
-            return None
-        if value < ge:
-            self.error(path, f"must be >= {ge}, got {value}")
-            return None
-        return value
-
-    def string(self, value: Any, path: PathKey) -> str | None:
-        if not isinstance(value, str) or not value:
-            self.error(path, f"must be a non-empty string, got {_type_name(value)}")
-            return None
-        return value
 
     def boolean(self, value: Any, path: PathKey) -> bool | None:
         if not isinstance(value, bool):
-            self.error(path, f"must be true or false, got {_type_name(value)}")
+            self.error(path, f"must be true or false, got {type_name(value)}")
             return None
         return value
 
@@ -436,7 +374,7 @@ class _Reader:
         self, value: Any, line: LineSpec | None, duration: float | None
     ) -> tuple[Event, ...] | None:
         if not isinstance(value, list):
-            self.error(("events",), f"must be a list of events, got {_type_name(value)}")
+            self.error(("events",), f"must be a list of events, got {type_name(value)}")
             return None
         out: list[Event] = []
         ok = True
@@ -451,7 +389,7 @@ class _Reader:
         self, raw: Any, path: PathKey, line: LineSpec | None, duration: float | None
     ) -> Event | None:
         if not isinstance(raw, dict):
-            self.error(path, f"must be a mapping (an event), got {_type_name(raw)}")
+            self.error(path, f"must be a mapping (an event), got {type_name(raw)}")
             return None
         kinds = [k.value for k in EventKind]
         if "type" not in raw:
@@ -502,7 +440,7 @@ class _Reader:
                 kw["parts"] = self.integer(v, p, ge=1)
             elif key == "mode":
                 if v not in ("stale", "garbage"):
-                    self.error(p, f"must be 'stale' or 'garbage', got {_type_name(v)}")
+                    self.error(p, f"must be 'stale' or 'garbage', got {type_name(v)}")
                     kw["mode"] = None
                 else:
                     kw["mode"] = v
@@ -547,7 +485,7 @@ class _Reader:
                 ok = ok and sm is not None and lo is not None and hi is not None
                 smin, smax = lo or smin, hi or smax
             else:
-                self.error(path, f"must be true or false, got {_type_name(v)}")
+                self.error(path, f"must be true or false, got {type_name(v)}")
                 ok = False
         if not ok:
             return None
@@ -617,7 +555,7 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error((), f"must be a list of actions, got {_type_name(value)}")
+            self.error((), f"must be a list of actions, got {type_name(value)}")
             return []
         out: list[ScriptedAction] = []
         for k, raw in enumerate(value):
@@ -643,7 +581,7 @@ class _Reader:
             target = self.string(m["target"], (k, "target"))
             args = m.get("args", {})
             if not isinstance(args, dict):
-                self.error((k, "args"), f"must be a mapping, got {_type_name(args)}")
+                self.error((k, "args"), f"must be a mapping, got {type_name(args)}")
                 args = None
             who = self.string(m.get("who", "script"), (k, "who"))
             if at is None or action is None or target is None or args is None or who is None:
@@ -659,19 +597,3 @@ class _Reader:
                 )
             )
         return sorted(out, key=lambda a: a.at_s)
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
