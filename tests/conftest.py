@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -67,3 +69,54 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     m.start()
     yield m
     m.stop()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Twin:
+    """A ``twin`` command (``python -m twin ARGS``) run as a real subprocess from the project
+    root, its output read line by line as the test waits for what it needs."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "twin", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, pattern: str, timeout: float = 240) -> re.Match[str]:
+        """Read output until a line matches ``pattern``; fail with the output if it ends first."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if m := re.search(pattern, line):
+                return m
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "".join(self.lines))
+
+    def url_and_token(self) -> tuple[str, str]:
+        """The WebSocket URL and the generated admin token ``twin serve`` prints."""
+        url = self.wait_for(r"at (ws://\S+/ws)").group(1)
+        return url, self.wait_for(r"admin token .*: (\S+)$").group(1)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> str:
+        """Stop it (SIGINT by default) and return the rest of its output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rest, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rest, _ = self.proc.communicate()
+        return rest or ""

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from conftest import Twin
 
 from scenes.graph import build_graph, station_id
 from scenes.lineparse import load_line
@@ -18,10 +14,7 @@ from twin.cli import EXAMPLES_DIR
 
 
 def test_demo_serves_the_bottling_line_with_a_printed_token(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "twin",
+    twin = Twin(
         "demo",
         "--out",
         str(tmp_path),
@@ -33,31 +26,10 @@ def test_demo_serves_the_bottling_line_with_a_printed_token(tmp_path: Path) -> N
         "0",
         "--serve-seconds",
         "120",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    url = token = None
-    deadline = time.monotonic() + 240
     try:
-        while token is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"at (ws://\S+/ws)", line):
-                url = m.group(1)
-            if m := re.search(r"admin token .*: (\S+)$", line):
-                token = m.group(1)
-        out = "".join(lines)
-        assert url and token, f"the demo printed no URL and token:\n{out}"
+        url, token = twin.url_and_token()
+        out = "".join(twin.lines)
         assert "4. a plant and its live twin of 'bottling', in-process" in out
         assert "mirroring from embedded" in out
         assert len(list(tmp_path.glob("*.png"))) == 3  # the rendered examples
@@ -77,7 +49,6 @@ def test_demo_serves_the_bottling_line_with_a_printed_token(tmp_path: Path) -> N
         assert {station_id(s.id) for s in spec.stations} <= ids
         assert {e.id for e in build_graph(spec).entities} <= ids
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
+        rest = twin.stop()
+    assert twin.proc.returncode == 0, rest
     assert "stopped after" in rest

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Twin
 
 from scenes.graph import STATE_COLORS, MachineState, hex_to_rgb
 
@@ -32,10 +31,7 @@ buffers:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("desktop")
     (tmp / "line.yaml").write_text(LINE)
-    cmd = [
-        sys.executable,
-        "-m",
-        "twin",
+    twin = Twin(
         "serve",
         str(tmp / "line.yaml"),
         "--port",
@@ -46,33 +42,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         str(tmp / "audit.jsonl"),
         "--assets",
         str(tmp / "assets"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
-    url = token = None
-    deadline = time.monotonic() + 120
-    out = []
-    while token is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out.append(line)
-        if m := re.search(r"at (ws://\S+/ws)", line):
-            url = m.group(1)
-        if m := re.search(r"admin token .*: (\S+)$", line):
-            token = m.group(1)
-    assert url and token, "twin serve did not start:\n" + "".join(out)
+    url, token = twin.url_and_token()
     (tmp / "token").write_text(token)
     yield url, tmp
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    twin.stop()
 
 
 def state_pixels(png: Path) -> int:

@@ -8,14 +8,12 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from conftest import Mosquitto, free_port
+from conftest import Mosquitto, Twin, free_port
 
 from scenes.graph import build_graph
 from scenes.lineparse import parse_line
@@ -26,8 +24,6 @@ from twin.live.mirror import LiveLine
 from twin.live.plant import Plant
 from twin.live.recorder import Recorder, RecordReader
 from twin.live.tags import Kind
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _line(addr: Callable[[str, str], str]) -> LineSpec:
@@ -257,10 +253,7 @@ def test_the_record_survives_sigkill_of_the_twin(tmp_path: Path) -> None:
         "state: {address: k/a/state, period_s: 0.1}}}\n  - {id: b, process_time: 3}\n"
         "buffers:\n  - {id: b1, from: a, to: b, capacity: 2}\n"
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "twin",
+    twin = Twin(
         "serve",
         str(tmp_path / "line.yaml"),
         "--port",
@@ -273,22 +266,9 @@ def test_the_record_survives_sigkill_of_the_twin(tmp_path: Path) -> None:
         str(tmp_path / "a.jsonl"),
         "--assets",
         str(tmp_path / "assets"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        out = []
-        while not any("mirroring from" in line for line in out):
-            line = proc.stdout.readline()
-            assert line, "twin serve stopped:\n" + "".join(out)
-            out.append(line)
+        twin.wait_for("mirroring from")
         deadline = time.monotonic() + 60
         seen = 0
         while time.monotonic() < deadline and seen < 50:
@@ -298,8 +278,7 @@ def test_the_record_survives_sigkill_of_the_twin(tmp_path: Path) -> None:
                     seen = sum(1 for _ in r.query(kinds=["sample"]))
         assert seen >= 50, "the twin recorded no telemetry"
     finally:
-        proc.send_signal(signal.SIGKILL)  # mid-ingest, no chance to clean up
-        proc.wait(10)
+        twin.stop(signal.SIGKILL, timeout=10)  # mid-ingest, no chance to clean up
     with RecordReader(record) as r:
         assert r.integrity_check() == "ok"
         rows = list(r.query(kinds=["sample"]))

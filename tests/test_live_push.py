@@ -5,20 +5,16 @@ rejected and counted while good ones still apply."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from conftest import Twin
 
 from streaming.client import TwinClient
 from streaming.protocol import decode, encode
 from twin.live.push import decode_pushed
 from twin.live.telemetry import Reason, Rejected, Sample
 
-ROOT = Path(__file__).resolve().parent.parent
 LINE = """
 line: pushed
 stations:
@@ -61,17 +57,6 @@ def test_decode_pushed_items() -> None:
     ]
 
 
-def _twin(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "twin", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-
-
 def test_a_gateway_pushes_over_the_websocket(tmp_path: Path) -> None:
     line = tmp_path / "line.yaml"
     line.write_text(LINE)
@@ -79,7 +64,7 @@ def test_a_gateway_pushes_over_the_websocket(tmp_path: Path) -> None:
     tokens.write_text(
         "".join(f"- {{name: {r}-1, role: {r}, token: {t}}}\n" for r, t in TOKENS.items())
     )
-    serve = _twin(
+    serve = Twin(
         "serve",
         str(line),
         "--port",
@@ -97,17 +82,9 @@ def test_a_gateway_pushes_over_the_websocket(tmp_path: Path) -> None:
     )
     gateway = None
     try:
-        assert serve.stdout is not None
-        out: list[str] = []
-        url = None
-        while not any("mirroring from push" in x for x in out):
-            text = serve.stdout.readline()
-            assert text, "twin serve stopped:\n" + "".join(out)
-            out.append(text)
-            if m := re.search(r"at (ws://\S+/ws)", text):
-                url = m.group(1)
-        assert url is not None
-        gateway = _twin(
+        url = serve.wait_for(r"at (ws://\S+/ws)").group(1)
+        serve.wait_for("mirroring from push")
+        gateway = Twin(
             "gateway-sim", str(line), "--push", url, env={"TWIN_TOKEN": TOKENS["gateway"]}
         )
 
@@ -162,9 +139,5 @@ def test_a_gateway_pushes_over_the_websocket(tmp_path: Path) -> None:
         asyncio.run(check())
     finally:
         for proc in (gateway, serve):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            if proc is not None:
+                proc.stop()

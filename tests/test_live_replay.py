@@ -5,13 +5,10 @@ neither too old nor stale)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from conftest import Twin
 
 from scenes.graph import build_graph
 from scenes.lineparse import load_line
@@ -21,7 +18,6 @@ from twin.live.mirror import LiveLine
 from twin.live.plant import Plant
 from twin.live.recorder import Recorder
 
-ROOT = Path(__file__).resolve().parent.parent
 LINE = """
 line: replayed
 stations:
@@ -57,10 +53,7 @@ def test_replay_reproduces_the_recorded_twin(tmp_path: Path) -> None:
         final = {e: live.twin.value(e, "count").value for e in ("station/a", "station/b")}
         assert final["station/b"] > 10 and live.twin.counts["rejected"] == 0
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "twin",
+    twin = Twin(
         "replay",
         str(record),
         str(line),
@@ -72,28 +65,9 @@ def test_replay_reproduces_the_recorded_twin(tmp_path: Path) -> None:
         str(tmp_path / "a.jsonl"),
         "--assets",
         str(tmp_path / "as"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        out: list[str] = []
-        url = token = None
-        while token is None:
-            text = proc.stdout.readline()
-            assert text, "twin replay stopped:\n" + "".join(out)
-            out.append(text)
-            if m := re.search(r"at (ws://\S+/ws)", text):
-                url = m.group(1)
-            if m := re.search(r"admin token .*: (\S+)$", text):
-                token = m.group(1)
-        assert url is not None
+        url, token = twin.url_and_token()
 
         async def check() -> None:
             async with TwinClient(url, token) as c:
@@ -112,5 +86,4 @@ def test_replay_reproduces_the_recorded_twin(tmp_path: Path) -> None:
 
         asyncio.run(check())
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        twin.stop()

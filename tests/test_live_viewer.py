@@ -4,19 +4,14 @@ its tags go stale and the page shows the machines grey, then live again when it 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, Twin
 
 from scenes.graph import STATE_COLORS, MachineState
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",
@@ -40,27 +35,6 @@ buffers:
 """
 
 
-def _twin(tmp: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "twin", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def _stop(p: subprocess.Popen[str]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
-
-
 def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -70,8 +44,7 @@ def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
 
     line = tmp_path / "line.yaml"
     line.write_text(LINE)
-    serve = _twin(
-        tmp_path,
+    serve = Twin(
         "serve",
         str(line),
         "--port",
@@ -87,16 +60,8 @@ def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
     )
     gateway = None
     try:
-        assert serve.stdout is not None
-        out: list[str] = []
-        link = None
-        while link is None:
-            text = serve.stdout.readline()
-            assert text, "twin serve stopped:\n" + "".join(out)
-            out.append(text)
-            if m := re.search(r"open: (\S+)", text):
-                link = m.group(1)
-        gateway = _twin(tmp_path, "gateway-sim", str(line), "--mqtt", mosquitto.url)
+        link = serve.wait_for(r"open: (\S+)").group(1)
+        gateway = Twin("gateway-sim", str(line), "--mqtt", mosquitto.url)
         stale = STATE_COLORS[MachineState.STALE]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -111,19 +76,18 @@ def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
             )
             page.wait_for_function(live, timeout=60_000)
             assert page.evaluate("document.getElementById('kpi-stale').textContent") == "0"
-            gateway.send_signal(signal.SIGKILL)  # the gateway dies without a word
-            gateway.wait(10)
+            gateway.stop(signal.SIGKILL)  # the gateway dies without a word
             page.wait_for_function(
                 f"['station/cut', 'station/fold'].every(id => twinViewer.colorOf(id) === '{stale}')",
                 timeout=10_000,
             )
             assert int(page.evaluate("document.getElementById('kpi-stale').textContent")) == 3
             page.screenshot(path=str(tmp_path / "stale.png"))
-            gateway = _twin(tmp_path, "gateway-sim", str(line), "--mqtt", mosquitto.url)
+            gateway = Twin("gateway-sim", str(line), "--mqtt", mosquitto.url)
             page.wait_for_function(live, timeout=60_000)
             assert errors == [], errors
             browser.close()
     finally:
         for proc in (gateway, serve):
             if proc is not None:
-                _stop(proc)
+                proc.stop()

@@ -5,16 +5,12 @@ busy); cell alarms become the line's; a robot station's process time can come fr
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from conftest import Twin
 
 from scenes.assets import AssetStore, publish_scene
 from scenes.lineparse import parse_line
@@ -38,10 +34,7 @@ buffers:
 
 
 def test_the_biw_line_runs_with_its_robot_cells_in_twin_serve(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "twin",
+    twin = Twin(
         "serve",
         "scenes/examples/biw_welding.yaml",
         "--robots",
@@ -53,28 +46,9 @@ def test_the_biw_line_runs_with_its_robot_cells_in_twin_serve(tmp_path: Path) ->
         str(tmp_path / "a.jsonl"),
         "--assets",
         str(tmp_path / "assets"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        out: list[str] = []
-        url = token = None
-        while token is None:
-            text = proc.stdout.readline()
-            assert text, "twin serve stopped:\n" + "".join(out)
-            out.append(text)
-            if m := re.search(r"at (ws://\S+/ws)", text):
-                url = m.group(1)
-            if m := re.search(r"admin token .*: (\S+)$", text):
-                token = m.group(1)
-        assert url is not None
+        url, token = twin.url_and_token()
 
         async def check() -> None:
             async with TwinClient(url, token) as c:
@@ -97,8 +71,7 @@ def test_the_biw_line_runs_with_its_robot_cells_in_twin_serve(tmp_path: Path) ->
 
         asyncio.run(check())
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        twin.stop()
 
 
 def test_cell_alarms_and_physics_process_times(tmp_path: Path) -> None:

@@ -4,17 +4,13 @@ parameters); other roles see no variant controls and the server refuses them."""
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import Twin
 
 from twin import cli
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",
@@ -71,39 +67,22 @@ def test_a_designer_compares_and_runs_variants(tmp_path: Path) -> None:
     tokens.write_text(
         "".join(f"- {{name: {r}-1, role: {r}, token: {t}}}\n" for r, t in TOKENS.items())
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "twin",
-            "serve",
-            str(line),
-            "--port",
-            "0",
-            "--tokens",
-            str(tokens),
-            "--variants",
-            str(results),
-            "--audit",
-            str(tmp_path / "a.jsonl"),
-            "--assets",
-            str(tmp_path / "assets"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    serve = Twin(
+        "serve",
+        str(line),
+        "--port",
+        "0",
+        "--tokens",
+        str(tokens),
+        "--variants",
+        str(results),
+        "--audit",
+        str(tmp_path / "a.jsonl"),
+        "--assets",
+        str(tmp_path / "assets"),
     )
     try:
-        assert proc.stdout is not None
-        out: list[str] = []
-        viewer = None
-        while viewer is None:
-            text = proc.stdout.readline()
-            assert text, "twin serve stopped:\n" + "".join(out)
-            out.append(text)
-            if m := re.search(r"viewer: (\S+)", text):
-                viewer = m.group(1)
+        viewer = serve.wait_for(r"viewer: (\S+)").group(1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 800})
@@ -137,5 +116,4 @@ def test_a_designer_compares_and_runs_variants(tmp_path: Path) -> None:
             assert res["ok"] is False and res["code"] == "forbidden"
             browser.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        serve.stop()
