@@ -21,7 +21,8 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """A real mosquitto on a free loopback port, with persistence (for persistent sessions)."""
+    """A real mosquitto on a free loopback port, with persistence saved after every change (for
+    persistent sessions that survive a broker crash) and room for long queues."""
 
     def __init__(self, tmp: Path) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -32,8 +33,15 @@ class Mosquitto:
         self.conf = tmp / "mosquitto.conf"
         (tmp / "data").mkdir()
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {tmp / 'data'}/\nautosave_interval 1\n"
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "user root\n"  # no effect unless run as root; keeps the temp dir writable then
+            "persistence true\n"
+            f"persistence_location {tmp / 'data'}/\n"
+            "autosave_on_changes true\n"
+            "autosave_interval 1\n"
+            "max_queued_messages 100000\n"
+            f"log_dest file {tmp / 'mosquitto.log'}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"mqtt://127.0.0.1:{self.port}"
@@ -49,7 +57,9 @@ class Mosquitto:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
-            time.sleep(0.05)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited with {self.proc.returncode}")
+            time.sleep(0.02)
         raise AssertionError("mosquitto did not start")
 
     def kill(self) -> None:

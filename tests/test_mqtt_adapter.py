@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from conftest import Mosquitto
 
 from scenes.errors import ConfigError
 from twin.live.mqtt import (
@@ -40,73 +36,9 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]], timeout: float = 30) -> N
     asyncio.run(asyncio.wait_for(coro(), timeout=timeout))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A mosquitto on a free loopback port, with persistence saved after every change."""
-
-    def __init__(self, binary: str, tmp: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        (tmp / "db").mkdir()
-        self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "user root\n"  # no effect unless run as root; keeps the temp dir writable then
-            "persistence true\n"
-            f"persistence_location {tmp / 'db'}/\n"
-            "autosave_on_changes true\n"
-            "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
-            f"log_dest file {tmp / 'mosquitto.log'}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}")
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
-        pytest.fail("mosquitto not found (on PATH or /usr/sbin): `make test` installs it")
-    b = Broker(binary, tmp_path)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    return mosquitto
 
 
 class Collector:
@@ -169,7 +101,7 @@ async def running(source: MqttSource) -> Any:
 # Over a real broker.
 
 
-def test_json_samples_end_to_end(broker: Broker) -> None:
+def test_json_samples_end_to_end(broker: Mosquitto) -> None:
     topics = [f"plant1/bottling/filler/{t}" for t in ("state", "speed", "bowl_temp_raw")]
 
     async def main() -> None:
@@ -195,7 +127,7 @@ def test_json_samples_end_to_end(broker: Broker) -> None:
     run(main)
 
 
-def test_sparkplug_missed_births_and_unknown_alias_trigger_rebirths(broker: Broker) -> None:
+def test_sparkplug_missed_births_and_unknown_alias_trigger_rebirths(broker: Mosquitto) -> None:
     node = SparkplugNode(
         "body_shop",
         "biw1",
@@ -240,7 +172,7 @@ def test_sparkplug_missed_births_and_unknown_alias_trigger_rebirths(broker: Brok
     run(main)
 
 
-def test_messages_are_acknowledged_only_after_the_callback(broker: Broker) -> None:
+def test_messages_are_acknowledged_only_after_the_callback(broker: Mosquitto) -> None:
     topic = "plant1/ack/count"
 
     async def main() -> None:
@@ -269,7 +201,7 @@ def test_messages_are_acknowledged_only_after_the_callback(broker: Broker) -> No
     run(main)
 
 
-def test_broker_killed_and_restarted_loses_nothing_acknowledged(broker: Broker) -> None:
+def test_broker_killed_and_restarted_loses_nothing_acknowledged(broker: Mosquitto) -> None:
     topics = [f"plant1/restart/t{i}" for i in range(4)]
 
     async def main() -> None:
@@ -383,7 +315,7 @@ def test_subscriptions_and_urls() -> None:
     assert source.topics == ["spBv1.0/#", "plant1/a"] and source.config.client_id == "twin"
 
 
-def test_messages_queued_while_the_twin_is_away_survive_a_broker_crash(broker: Broker) -> None:
+def test_messages_queued_while_the_twin_is_away_survive_a_broker_crash(broker: Mosquitto) -> None:
     topic = "plant1/away/count"
 
     async def main() -> None:
