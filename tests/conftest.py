@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from twin.live.telemetry import Link, Reason, Rejected, Sample, Telemetry
 
 
 def free_port() -> int:
@@ -130,3 +134,45 @@ class Twin:
             self.proc.kill()
             rest, _ = self.proc.communicate()
         return rest or ""
+
+
+class Collector:
+    """An adapter's ``on_telemetry`` for tests: keeps every batch, lets a test wait for a
+    condition on everything received so far (for at most ``timeout_s``)."""
+
+    timeout_s = 10.0
+
+    def __init__(self) -> None:
+        self.batches: list[list[Telemetry]] = []
+        self.items: list[Telemetry] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, batch: list[Telemetry]) -> None:
+        self.batches.append(batch)
+        self.items.extend(batch)
+        self._changed.set()
+
+    async def until(
+        self, check: Callable[[list[Telemetry]], bool], timeout: float | None = None
+    ) -> None:
+        deadline = time.monotonic() + (self.timeout_s if timeout is None else timeout)
+        while not check(self.items):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting; received {self.items[-20:]!r}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=left)
+
+    def samples(self, address: str | None = None) -> list[Sample]:
+        return [
+            i
+            for i in self.items
+            if isinstance(i, Sample) and (address is None or i.address == address)
+        ]
+
+    def rejected(self) -> list[Reason]:
+        return [i.reason for i in self.items if isinstance(i, Rejected)]
+
+    def links(self) -> list[bool]:
+        return [i.up for i in self.items if isinstance(i, Link)]

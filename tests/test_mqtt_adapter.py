@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from conftest import Mosquitto
+from conftest import Collector, Mosquitto
 
 from scenes.errors import ConfigError
 from twin.live.mqtt import (
@@ -29,7 +29,7 @@ from twin.live.mqtt import (
     subscriptions_for,
 )
 from twin.live.sparkplug import DataType, Metric, SparkplugHost, SparkplugNode
-from twin.live.telemetry import Link, Quality, Reason, Rejected, Sample, Telemetry
+from twin.live.telemetry import Quality, Reason, Rejected, Sample, Telemetry
 
 
 def run(coro: Callable[[], Coroutine[Any, Any, None]], timeout: float = 30) -> None:
@@ -39,39 +39,6 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]], timeout: float = 30) -> N
 @pytest.fixture
 def broker(mosquitto: Mosquitto) -> Mosquitto:
     return mosquitto
-
-
-class Collector:
-    """``on_telemetry`` for the tests: keeps every batch, lets a test wait for a condition."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Telemetry]] = []
-        self.items: list[Telemetry] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, batch: list[Telemetry]) -> None:
-        self.batches.append(batch)
-        self.items.extend(batch)
-        self._changed.set()
-
-    async def until(self, check: Callable[[list[Telemetry]], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.items):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting; received {self.items[-20:]!r}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=left)
-
-    def samples(self) -> list[Sample]:
-        return [i for i in self.items if isinstance(i, Sample)]
-
-    def rejected(self) -> list[Reason]:
-        return [i.reason for i in self.items if isinstance(i, Rejected)]
-
-    def links(self) -> list[bool]:
-        return [i.up for i in self.items if isinstance(i, Link)]
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -10,7 +10,6 @@ the same port that the source finds by itself. The translation is also checked w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import ua
+from conftest import Collector as BaseCollector
 
 from twin.live.opcua import (
     OpcUaPlant,
@@ -53,31 +53,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Collector:
-    """``on_telemetry`` for the tests: keeps every batch, lets a test wait for a condition."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Telemetry]] = []
-        self.items: list[Telemetry] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, batch: list[Telemetry]) -> None:
-        self.batches.append(batch)
-        self.items.extend(batch)
-        self._changed.set()
-
-    async def until(self, check: Callable[[list[Telemetry]], bool], timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.items):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting; received {self.items!r}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=left)
-
-    def samples(self, address: str) -> list[Sample]:
-        return [i for i in self.items if isinstance(i, Sample) and i.address == address]
+class Collector(BaseCollector):
+    timeout_s = 8.0
 
 
 def values(items: list[Telemetry], address: str) -> list[Any]:
