@@ -35,7 +35,7 @@ from scenes.spec import LineSpec
 from streaming.hub import CommandRegistry, Outcome
 from streaming.protocol import Role
 from streaming.store import SceneStore
-from twin.simline import SimulatedLine
+from twin.simline import SimulatedLine, _station_state
 
 from .state import DEFAULT_RULES, Rules, TwinState
 from .state import Outcome as TelemetryOutcome
@@ -115,7 +115,7 @@ class LiveLine(SimulatedLine):
                 continue
             if tag.kind is Kind.STATE and tag.entity in self._station_index:
                 i = self._station_index[tag.entity]
-                predicted = _slots_state(st[list(self.model.slots(i))])
+                predicted = _station_state(st[list(self.model.slots(i))])
                 self.divergence["state_samples"] += 1
                 self.divergence["state_mismatch"] += int(predicted is not held.value)
             elif tag.kind is Kind.LEVEL:
@@ -251,12 +251,6 @@ class LiveLine(SimulatedLine):
             lambda p, c: self.ack(p, c, store),
             "acknowledge an alarm (target: alarm id)",
         )
-
-
-def _slots_state(states: np.ndarray) -> MachineState:
-    from twin.simline import _station_state
-
-    return _station_state(states)
 
 
 __all__ = ["LiveLine", "Outcome", "Record"]

@@ -25,82 +25,47 @@ def decode_pushed(
     items: Iterable[Mapping[str, Any]], received_ts: float, *, who: str = ""
 ) -> list[Telemetry]:
     """Pushed items as telemetry; a malformed item becomes a :class:`Rejected`. Never raises."""
-    out: list[Telemetry] = []
     source = f"{SOURCE}:{who}" if who else SOURCE
-    for item in items:
-        address = item.get("address")
-        if not isinstance(address, str) or not address:
-            out.append(
-                Rejected(
-                    reason=Reason.MALFORMED,
-                    detail="no string 'address'",
-                    received_ts=received_ts,
-                    source=source,
-                )
-            )
-            continue
-        if "value" not in item:
-            out.append(
-                Rejected(
-                    reason=Reason.MALFORMED,
-                    detail="no 'value'",
-                    address=address,
-                    received_ts=received_ts,
-                    source=source,
-                )
-            )
-            continue
-        value = item["value"]
-        if isinstance(value, (dict, list, bytes)):
-            out.append(
-                Rejected(
-                    reason=Reason.WRONG_TYPE,
-                    detail=f"value is a {type(value).__name__}",
-                    address=address,
-                    received_ts=received_ts,
-                    source=source,
-                )
-            )
-            continue
-        ts = item.get("ts")
-        source_ts: float | None = None
-        if ts is not None:
-            if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-                out.append(
-                    Rejected(
-                        reason=Reason.MALFORMED,
-                        detail=f"bad ts {ts!r:.40}",
-                        address=address,
-                        received_ts=received_ts,
-                        source=source,
-                    )
-                )
-                continue
-            source_ts = ts / 1000.0 if ts > 1e11 else float(ts)
-        q = item.get("quality", "good")
-        quality = _QUALITY.get(q) if isinstance(q, str) else None
-        if quality is None:
-            out.append(
-                Rejected(
-                    reason=Reason.MALFORMED,
-                    detail=f"bad quality {q!r:.40}",
-                    address=address,
-                    received_ts=received_ts,
-                    source=source,
-                )
-            )
-            continue
-        out.append(
-            Sample(
-                address=address,
-                value=value,
-                source_ts=source_ts,
-                received_ts=received_ts,
-                quality=quality,
-                source=source,
-            )
+    return [_decode_item(item, received_ts, source) for item in items]
+
+
+def _decode_item(item: Mapping[str, Any], received_ts: float, source: str) -> Telemetry:
+    address = item.get("address")
+
+    def reject(reason: Reason, detail: str) -> Rejected:
+        return Rejected(
+            reason=reason,
+            detail=detail,
+            received_ts=received_ts,
+            source=source,
+            address=address if isinstance(address, str) else "",
         )
-    return out
+
+    if not isinstance(address, str) or not address:
+        return reject(Reason.MALFORMED, "no string 'address'")
+    if "value" not in item:
+        return reject(Reason.MALFORMED, "no 'value'")
+    value = item["value"]
+    if isinstance(value, (dict, list, bytes)):
+        return reject(Reason.WRONG_TYPE, f"value is a {type(value).__name__}")
+    ts = item.get("ts")
+    source_ts: float | None = None
+    if ts is not None:
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+            return reject(Reason.MALFORMED, f"bad ts {ts!r:.40}")
+        source_ts = ts / 1000.0 if ts > 1e11 else float(ts)
+    q = item.get("quality", "good")
+    quality = _QUALITY.get(q) if isinstance(q, str) else None
+    if quality is None:
+        return reject(Reason.MALFORMED, f"bad quality {q!r:.40}")
+    return Sample(
+        address=address,
+        value=value,
+        source_ts=source_ts,
+        received_ts=received_ts,
+        quality=quality,
+        source=source,
+    )
 
 
 class WsPusher:
