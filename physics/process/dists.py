@@ -7,6 +7,8 @@ disagree on what ``lognormal, mean, cv`` means.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
@@ -66,9 +68,11 @@ def sample(
     raise AssertionError(kind)  # pragma: no cover
 
 
-#: Marsaglia-Tsang proposals drawn at once per gamma variate; the rare variates whose proposals
-#: were all rejected get more, one per round, in a loop that usually runs zero or one rounds.
-GAMMA_PROPOSALS = 2
+#: Variates retried per round of the gamma sampler's fallback loop (at least; ``size / 32`` for
+#: large arrays): the few whose first Marsaglia-Tsang proposal was rejected (under 5% for every
+#: shape) are gathered into these slots and get fresh proposals, so a round costs a few variates,
+#: not the whole array.
+GAMMA_RETRY_SLOTS = 8
 
 
 def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
@@ -79,41 +83,43 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     and a uniform ``u``, it returns ``d (1 + c x)^3`` when ``1 + c x > 0`` and
     ``log u < x^2/2 + d - d v + d log v`` (``v = (1 + c x)^3``). Accepting the first success of an
     i.i.d. sequence of proposals is exact whatever the batching, so instead of one loop per
-    variate (JAX's, whose per-element key splits were a third of a serial chunk) this draws
-    ``GAMMA_PROPOSALS`` proposals for every variate at once from one key and keeps the first
-    accepted; the rest loop (acceptance is above 95% for every ``a >= 1``). Shapes below 1 use
-    ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
+    variate (JAX's, whose per-element key splits were a third of a serial chunk) every variate
+    gets one proposal at once from one key; the rejected ones (acceptance is above 95% for every
+    ``a >= 1``) are gathered ``GAMMA_RETRY_SLOTS`` at a time and get fresh proposals in a loop
+    until none is left. Shapes below 1 use ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
     """
     size = tuple(size)
+    n = math.prod(size)
+    shape = jnp.broadcast_to(shape, size).ravel()
     boost = shape < 1.0
     a = jnp.where(boost, shape + 1.0, shape)
     d = a - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * d)
 
-    def propose(k: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
-        """The first accepted of ``m`` proposals per variate, and whether there was one."""
-        u = jax.random.uniform(k, (2, m, *size), dtype=jnp.float64)
+    def propose(k: jax.Array, d: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One proposal per variate: the value ``d v``, and whether it is accepted."""
+        u = jax.random.uniform(k, (2, *d.shape), dtype=jnp.float64)
         x = ndtri(jnp.clip(u[0], 1e-300, 1.0))  # standard normal (u == 0 is rejected)
         v = (1.0 + c * x) ** 3
         ok = (v > 0) & (
             jnp.log(u[1]) < 0.5 * x * x + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0))
         )
-        val, got = jnp.full(size, jnp.nan), jnp.zeros(size, bool)
-        for i in reversed(range(m)):  # the first success wins
-            val = jnp.where(ok[i], d * v[i], val)
-            got = got | ok[i]
-        return val, got
+        return d * v, ok
 
     k_first, k_more, k_boost = jax.random.split(key, 3)
-    val, got = propose(k_first, GAMMA_PROPOSALS)
+    val, got = propose(k_first, d, c)
+    slots = min(max(GAMMA_RETRY_SLOTS, n // 32), n)
 
-    def more(c: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        i, val, got = c
-        new, ok = propose(jax.random.fold_in(k_more, i), 1)
-        return i + 1, jnp.where(got, val, new), got | ok
+    def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        i, val, got = st
+        idx = jnp.nonzero(~got, size=slots, fill_value=n)[0]  # n: an empty slot, dropped
+        at = jnp.minimum(idx, n - 1)
+        new, ok = propose(jax.random.fold_in(k_more, i), d[at], c[at])
+        return i + 1, val.at[idx].set(new, mode="drop"), got.at[idx].set(ok, mode="drop")
 
     _, val, _ = jax.lax.while_loop(
-        lambda c: ~jnp.all(c[2]), more, (jnp.asarray(0, jnp.int32), val, got)
+        lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
     )
-    ub = jax.random.uniform(k_boost, size, dtype=jnp.float64)
-    return jnp.where(boost, val * jnp.exp(jnp.log1p(-ub) / shape), val)
+    ub = jax.random.uniform(k_boost, (n,), dtype=jnp.float64)
+    out = jnp.where(boost, val * jnp.exp(jnp.log1p(-ub) / shape), val)
+    return out.reshape(size)
