@@ -28,16 +28,18 @@ def test_gamma_matches_scipy(shape: float) -> None:
     assert abs(x.var() - shape) < 6 * np.sqrt(2 * shape * (shape + 3) / x.size)
 
 
-def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With one retry slot per round (30 variates per lane are too few for more), thousands of
-    variates go through the fallback rounds, lanes needing from none to several rounds."""
-    monkeypatch.setattr(dists, "GAMMA_RETRY_SLOTS", 1)
-    keys = jax.random.split(jax.random.PRNGKey(3), 2048)
+@pytest.mark.parametrize("per_lane", [30, 3])
+def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch, per_lane: int) -> None:
+    """With one retry slot per round, thousands of variates go through the fallback rounds, lanes
+    needing from none to several rounds: 30 variates per lane (one proposal up front) and 3 (an
+    event's draws in the general engine: two proposals up front)."""
+    monkeypatch.setattr(dists, "GAMMA_RETRY_SLOTS", 1 if per_lane > 3 else 4)
+    keys = jax.random.split(jax.random.PRNGKey(3), 61_440 // per_lane)
 
     @jax.jit
     def draw(keys: jax.Array) -> jax.Array:
         return jax.vmap(
-            lambda k: dists.gamma(dists.rng_key(k, dists.SERIAL_RNG), jnp.asarray(1.0), (30,))
+            lambda k: dists.gamma(dists.rng_key(k, dists.SERIAL_RNG), jnp.asarray(1.0), (per_lane,))
         )(keys)
 
     x = np.asarray(draw(keys)).ravel()

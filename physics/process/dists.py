@@ -84,9 +84,9 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     ``log u < x^2/2 + d - d v + d log v`` (``v = (1 + c x)^3``). Accepting the first success of an
     i.i.d. sequence of proposals is exact whatever the batching, so instead of one loop per
     variate (JAX's, whose per-element key splits were a third of a serial chunk) every variate
-    gets one proposal at once from one key; the rejected ones (acceptance is above 95% for every
-    ``a >= 1``) are gathered ``GAMMA_RETRY_SLOTS`` at a time and get fresh proposals in a loop
-    until none is left. Shapes below 1 use ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
+    gets one proposal at once from one key (two for arrays of at most ``GAMMA_RETRY_SLOTS``); the
+    rejected ones (acceptance is above 95% for every ``a >= 1``) are gathered into a few slots
+    and get fresh proposals in a loop until none is left. Shapes below 1 use ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
     """
     size = tuple(size)
     n = math.prod(size)
@@ -96,19 +96,27 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     d = a - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * d)
 
-    def propose(k: jax.Array, d: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One proposal per variate: the value ``d v``, and whether it is accepted."""
-        u = jax.random.uniform(k, (2, *d.shape), dtype=jnp.float64)
+    def propose(
+        k: jax.Array, d: jax.Array, c: jax.Array, m: int = 1
+    ) -> tuple[jax.Array, jax.Array]:
+        """The first accepted of ``m`` proposals per variate (its value ``d v``), and whether
+        there was one."""
+        u = jax.random.uniform(k, (2, m, *d.shape), dtype=jnp.float64)
         x = ndtri(jnp.clip(u[0], 1e-300, 1.0))  # standard normal (u == 0 is rejected)
         v = (1.0 + c * x) ** 3
         ok = (v > 0) & (
             jnp.log(u[1]) < 0.5 * x * x + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0))
         )
-        return d * v, ok
+        val, got = d * v[m - 1], ok[m - 1]
+        for i in reversed(range(m - 1)):  # the first success wins
+            val, got = jnp.where(ok[i], d * v[i], val), got | ok[i]
+        return val, got
 
-    k_first, k_more, k_boost = jax.random.split(key, 3)
-    val, got = propose(k_first, d, c)
     slots = min(max(GAMMA_RETRY_SLOTS, n // 32), n)
+    k_first, k_more, k_boost = jax.random.split(key, 3)
+    # A few variates (one event's draws in the general engine) get two proposals up front, so
+    # that a batch of them rarely needs a round of the loop at all.
+    val, got = propose(k_first, d, c, 2 if n <= GAMMA_RETRY_SLOTS else 1)
 
     def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
         i, val, got = st
