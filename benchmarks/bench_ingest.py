@@ -2,8 +2,10 @@
 publish to twin state (JSON payloads and Sparkplug B).
 
 Everything is real and on this machine: a mosquitto broker on a free loopback port (a temporary
-config, persistence off), gateway publishers in their own processes (paho, QoS 1), and the twin
-in its own process: :class:`~twin.live.mqtt.MqttSource` handing batches to
+config, persistence off), gateway publishers in their own processes (QoS 1: JSON from a lean
+socket publisher, :class:`RawPublisher`, or paho with ``--publisher paho``; Sparkplug from paho),
+and the twin in its own process, its heap frozen after start-up as ``twin serve`` does
+(``--no-freeze``: not): :class:`~twin.live.mqtt.MqttSource` handing batches to
 :meth:`~twin.live.mirror.LiveLine.ingest` (the reducer, and a :class:`~twin.live.recorder.Recorder`
 flushed before the messages are acknowledged, as ``twin serve --source mqtt://...`` runs it).
 The line is generated: ``--stations`` stations (10) with ``state``, ``count`` and ``--analog``
@@ -19,7 +21,7 @@ Runs:
   tag updates the reducer accepted per second of wall time and per CPU second of the twin
   process (user + system, all threads: "per core"). With and without the recorder.
 * **paced** (latency): the twin is connected; publishers send ``--rate`` tag updates per second
-  (10,000) for ``--seconds``. Each update carries its publish time (``time.time()`` just before
+  (10,000) for ``--seconds``, in 1 ms ticks (JSON also without the recorder, for comparison). Each update carries its publish time (``time.time()`` just before
   ``publish``): the JSON ``ts``, and for Sparkplug the value of each analog metric (a Double; the
   metric timestamps are whole milliseconds). The twin notes ``time.time() - publish time`` for
   every sample once ``LiveLine.ingest`` has returned (applied and recorded). The first 0.5 s is
@@ -37,7 +39,9 @@ the twin's batches are far larger than 20 messages either way; see ``upd/batch``
 Besides the figures above: ``wait s``, the seconds the twin was ready to run but waited for a
 core during the window (``/proc/self/schedstat``: the machine's other load), and for paced runs
 ``arr p99``, the p99 from publish to the twin reading the message (publisher, broker and the
-twin's socket; the rest of the latency is the twin's batch wait and ``ingest``).
+twin's socket; the rest of the latency is the twin's batch wait and ``ingest``); ``ingest
+p99/max``, the wall time of the twin's ``ingest`` calls; ``pub CPU s``, the publishers' CPU
+time (all of them, start-up included), which the machine's two cores share with the twin.
 
 Progress goes to stderr. ``--profile N`` runs cProfile in the twin process over each window and
 prints its top N functions by own time to stderr (the figures of a profiled run are inflated).
@@ -58,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -229,14 +234,159 @@ class PublishJob:
     messages: int
     rate: float  # messages per second; 0: as fast as the broker acknowledges
     start_at: float  # Unix time of the first message (paced)
+    raw: bool = False  # JSON through RawPublisher instead of paho
+
+
+class RawPublisher:
+    """A lean QoS 1 publisher for the JSON runs: MQTT 3.1.1 on a plain blocking socket, in the
+    publishing thread (no network thread), the packets of one tick written with one ``send``
+    (``encode_publish`` of ``twin.live.mqtt``), PUBACKs counted as they come back.
+
+    It stands in for gateways that run on other machines: at 10,000 messages per second, paho's
+    network thread and per-message objects cost the publisher processes a large share of this
+    2-core machine, which the broker and the twin then wait for (``--publisher paho`` keeps
+    them, to compare). The twin's side is the same either way.
+    """
+
+    def __init__(self, url: str, client_id: str) -> None:
+        from twin.live.mqtt import encode_connect
+
+        port = int(url.rsplit(":", 1)[1])
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(encode_connect(client_id, clean_session=True, keepalive_s=600))
+        connack = b""
+        while len(connack) < 4:
+            chunk = self.sock.recv(4 - len(connack))
+            if not chunk:
+                raise RuntimeError(f"{url} closed the connection before CONNACK")
+            connack += chunk
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise RuntimeError(f"{url} refused the connection: CONNACK {connack.hex()}")
+        self.sock.setblocking(False)
+        self.out = bytearray()
+        self.packet_id = 0
+        self.acked = 0
+        self._in = b""
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        from twin.live.mqtt import encode_publish
+
+        self.packet_id = self.packet_id % 0xFFFF + 1
+        self.out += encode_publish(topic, payload, self.packet_id)
+
+    def flush(self) -> None:
+        """Write what was published since the last flush, then count the PUBACKs that came."""
+        view = memoryview(self.out)
+        while view:
+            try:
+                view = view[self.sock.send(view) :]
+            except BlockingIOError:
+                self._read_acks()
+                time.sleep(0.0001)
+        view.release()
+        self.out.clear()
+        self._read_acks()
+
+    def _read_acks(self) -> None:
+        try:
+            while chunk := self.sock.recv(65536):
+                self._in += chunk
+        except BlockingIOError:
+            pass
+        n = len(self._in) // 4  # the broker sends this publisher PUBACKs only: 4 bytes each
+        if n and any(self._in[k] != 0x40 for k in range(0, 4 * n, 4)):
+            raise RuntimeError(f"unexpected packet from the broker: {self._in[:8].hex()}")
+        self.acked += n
+        self._in = self._in[4 * n :]
+
+    def wait_acked(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.acked < count and time.monotonic() < deadline:
+            self.flush()
+            time.sleep(0.001)
+        return self.acked >= count
+
+    def close(self) -> None:
+        from twin.live.mqtt import DISCONNECT
+
+        self.sock.setblocking(True)
+        self.sock.sendall(DISCONNECT)
+        self.sock.close()
+
+
+def _json_message(job: PublishJob) -> Callable[[int], tuple[str, bytes, int]]:
+    """Message ``i`` of a JSON job: one tag update whose ``ts`` is its publish time."""
+    from twin.live.mqtt import encode_json
+
+    layout = job.layout
+    names = layout.tag_names()
+    per_round = len(job.stations) * len(names)
+
+    def message(i: int) -> tuple[str, bytes, int]:
+        now = time.time()
+        s = job.stations[(i % per_round) // len(names)]
+        tag = names[i % len(names)]
+        k = i // per_round
+        value: Any = ("IDLE" if k % 2 == 0 else "RUNNING") if tag == "state" else k + 1
+        return layout.address(Payload.JSON, s, tag), encode_json(value, ts=now), 1
+
+    return message
+
+
+def _publish_loop(
+    job: PublishJob,
+    message: Callable[[int], tuple[str, bytes, int]],
+    publish: Callable[[str, bytes], None],
+    flush: Callable[[], None],
+) -> dict[str, Any]:
+    """Publish ``job.messages`` messages: at ``job.rate`` in 1 ms ticks (paced), or all at once
+    (drain); ``flush`` after each tick (and every 1,000 messages)."""
+    updates = 0
+    t_first = t_last = 0.0
+    i = 0
+    while i < job.messages:
+        if job.rate > 0:
+            now = time.time()
+            due = min(job.messages, int((now - job.start_at) * job.rate) + 1)
+            if due <= i:  # sleep to the next 1 ms tick (or the first message)
+                tick = max(job.start_at, now) - job.start_at
+                time.sleep(max(0.0, job.start_at + (int(tick * 1000) + 1) / 1000 - now))
+                continue
+        else:
+            due = job.messages
+        while i < due:
+            topic, data, n = message(i)
+            if i == 0:
+                t_first = time.time()
+            publish(topic, data)
+            updates += n
+            i += 1
+            if i % 1000 == 0:
+                flush()
+        flush()
+        t_last = time.time()
+    return {"updates": updates, "messages": job.messages, "t_first": t_first, "t_last": t_last}
 
 
 def publisher(job: PublishJob, conn: Connection) -> None:
     """Publish ``job.messages`` (and, for Sparkplug, the births first) at QoS 1, wait for every
-    PUBACK, and send back a summary."""
-    from twin.live.mqtt import encode_json
+    PUBACK, and send back a summary (with the process's CPU time)."""
     from twin.live.sparkplug import DataType, SparkplugNode
 
+    cpu0 = time.process_time()
+    if job.raw:
+        if job.payload is not Payload.JSON:
+            raise ValueError("the raw publisher publishes JSON only")
+        raw = RawPublisher(job.url, job.client_id)
+        summary = _publish_loop(job, _json_message(job), raw.publish, raw.flush)
+        summary["acked"] = raw.wait_acked(job.messages, 120)
+        summary["publish_s"] = time.time() - summary["t_first"]
+        raw.close()
+        summary["cpu_s"] = time.process_time() - cpu0
+        conn.send(summary)
+        conn.close()
+        return
     layout = job.layout
     names = layout.tag_names()
     client = _paho(job.client_id, clean=True)
@@ -253,9 +403,10 @@ def publisher(job: PublishJob, conn: Connection) -> None:
             all_acked.set()
 
     client.on_publish = on_publish
-    node: SparkplugNode | None = None
-    devices = [f"s{i}" for i in job.stations]
+    message = _json_message(job)
+    births_updates = 0
     if job.payload is Payload.SPARKPLUG:
+        devices = [f"s{i}" for i in job.stations]
         metrics = {
             Layout.metric(t): DataType.String
             if t == "state"
@@ -270,18 +421,9 @@ def publisher(job: PublishJob, conn: Connection) -> None:
         now_ms = int(time.time() * 1000)
         for d in devices:  # births carry values (accepted), and none equals the first DDATA's
             node.data(d, {m: "RUNNING" if m == "State" else 0 for m in metrics}, now_ms)
-    _connect(client, job.url)
-    updates = 0
-    if node is not None:
-        births = node.births(int(time.time() * 1000))
-        expected += len(births)
-        for topic, data in births:
-            client.publish(topic, data, qos=1)
-        updates += len(devices) * len(names)  # device metrics are samples; bdSeq/Rebirth aren't
 
-    def message(i: int) -> tuple[str, bytes, int]:
-        now = time.time()
-        if node is not None:
+        def message(i: int) -> tuple[str, bytes, int]:
+            now = time.time()
             d = devices[i % len(devices)]
             k = i // len(devices)
             values: dict[str, Any] = {"State": "IDLE" if k % 2 == 0 else "RUNNING", "Count": k + 1}
@@ -289,47 +431,25 @@ def publisher(job: PublishJob, conn: Connection) -> None:
                 values[f"A{j}"] = now  # the publish time (metric timestamps are whole ms)
             topic, data = node.data(d, values, int(now * 1000))
             return topic, data, len(values)
-        per_round = len(job.stations) * len(names)
-        s = job.stations[(i % per_round) // len(names)]
-        tag = names[i % len(names)]
-        k = i // per_round
-        value: Any = ("IDLE" if k % 2 == 0 else "RUNNING") if tag == "state" else k + 1
-        topic = layout.address(Payload.JSON, s, tag)
-        return topic, encode_json(value, ts=now), 1
 
-    t_first = t_last = 0.0
-    i = 0
-    while i < job.messages:
-        if job.rate > 0:
-            now = time.time()
-            due = min(job.messages, int((now - job.start_at) * job.rate) + 1)
-            if due <= i:
-                time.sleep(max(0.0, min(0.001, job.start_at + i / job.rate - now)))
-                continue
-        else:
-            due = job.messages
-        while i < due:
-            topic, data, n = message(i)
-            if i == 0:
-                t_first = time.time()
+    _connect(client, job.url)
+    if job.payload is Payload.SPARKPLUG:
+        births = node.births(int(time.time() * 1000))
+        expected += len(births)
+        for topic, data in births:
             client.publish(topic, data, qos=1)
-            updates += n
-            i += 1
-        t_last = time.time()
-    ok = all_acked.wait(120)
-    done = time.time()
+        births_updates = len(devices) * len(names)  # device metrics are samples; not bdSeq
+
+    summary = _publish_loop(
+        job, message, lambda topic, data: client.publish(topic, data, qos=1), lambda: None
+    )
+    summary["updates"] += births_updates
+    summary["acked"] = all_acked.wait(120)
+    summary["publish_s"] = time.time() - summary["t_first"]
     client.disconnect()
     client.loop_stop()
-    conn.send(
-        {
-            "updates": updates,
-            "messages": job.messages,
-            "acked": ok,
-            "t_first": t_first,
-            "t_last": t_last,
-            "publish_s": done - t_first,
-        }
-    )
+    summary["cpu_s"] = time.process_time() - cpu0
+    conn.send(summary)
     conn.close()
 
 
@@ -350,9 +470,10 @@ class TwinJob:
     profile: int = 0
 
 
-def twin_worker(layout: Layout, directory: str, conn: Connection) -> None:
-    """Build the lines (the first LiveLine compiles the process core), then run the jobs that
-    come over ``conn`` until None."""
+def twin_worker(layout: Layout, directory: str, conn: Connection, no_freeze: bool) -> None:
+    """Build the lines (the first LiveLine compiles the process core), freeze the heap as
+    ``twin serve`` does (unless ``no_freeze``), then run the jobs that come over ``conn`` until
+    None."""
     t0 = time.perf_counter()
     from scenes.graph import build_graph
     from scenes.lineparse import parse_line
@@ -364,6 +485,10 @@ def twin_worker(layout: Layout, directory: str, conn: Connection) -> None:
         lines[p] = (spec, build_graph(spec))
     for p in Payload:
         LiveLine(*lines[p])  # JAX compiles here, not in a run
+    if not no_freeze:
+        from twin.commands.serve import settle_heap
+
+        settle_heap()  # as `twin serve` does once it is set up
     conn.send({"warm_s": time.perf_counter() - t0})
     while True:
         job = conn.recv()
@@ -400,6 +525,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
     win: dict[str, float] = {}
     batches = items_n = 0
     latencies: list[tuple[float, float, float]] = []  # (published, to state, to arrival)
+    ingest_s: list[float] = []  # wall time of each `ingest` call in the window
     measure = job.mode is Mode.PACED
     spb = job.payload is Payload.SPARKPLUG
     profiler = cProfile.Profile() if job.profile else None
@@ -413,9 +539,11 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
             win["accepted0"] = counts["accepted"]
             if profiler is not None:
                 profiler.enable()
+        t_in = time.perf_counter()
         live.ingest(items)
         if not win:
             return
+        ingest_s.append(time.perf_counter() - t_in)
         batches += 1
         items_n += len(items)
         if measure:
@@ -492,6 +620,7 @@ async def _twin_run(job: TwinJob, line: Any, directory: str, conn: Connection) -
         "timed_out": timed_out,
         "setup_s": win.get("setup_s", 0.0),
         "latencies": latencies,
+        "ingest_s": sorted(ingest_s),
         "profile": top,
     }
 
@@ -539,6 +668,7 @@ RUNS = (
     Run(name="spb-drain-rec", payload=Payload.SPARKPLUG, mode=Mode.DRAIN, record=True),
     Run(name="spb-drain-norec", payload=Payload.SPARKPLUG, mode=Mode.DRAIN, record=False),
     Run(name="json-paced-rec", payload=Payload.JSON, mode=Mode.PACED, record=True),
+    Run(name="json-paced-norec", payload=Payload.JSON, mode=Mode.PACED, record=False),
     Run(name="spb-paced-rec", payload=Payload.SPARKPLUG, mode=Mode.PACED, record=True),
 )
 
@@ -567,6 +697,7 @@ def _jobs(run: Run, args: argparse.Namespace, url: str, layout: Layout) -> list[
                 messages=share,
                 rate=rate / n_pub,
                 start_at=start_at,
+                raw=run.payload is Payload.JSON and args.publisher == "raw",
             )
         )
     return jobs
@@ -688,6 +819,11 @@ def run_one(
         "timed_out": result["timed_out"],
         "setup_s": round(result["setup_s"], 2),
     }
+    calls = result["ingest_s"]
+    out["ingest_call_p99_ms"] = round(_percentile(calls, 0.99) * 1e3, 2)
+    out["ingest_call_max_ms"] = round(calls[-1] * 1e3, 2) if calls else None
+    out["publisher"] = "paho" if run.payload is Payload.SPARKPLUG else args.publisher
+    out["publisher_cpu_s"] = round(sum(p["cpu_s"] for p in published), 3)
     if run.mode is Mode.DRAIN:
         out["publish_s"] = round(max(p["publish_s"] for p in published), 2)
     else:
@@ -741,7 +877,7 @@ def _table(results: list[dict[str, Any]]) -> str:
     rows = [
         f"{'run':<18} {'updates':>9} {'wall s':>7} {'twin CPU s':>10} {'upd/s':>9} "
         f"{'upd/CPU-s':>10} {'upd/batch':>9} {'wait s':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>7} {'arr p99':>7}"
+        f"{'max ms':>7} {'arr p99':>7} {'ingest p99/max ms':>17} {'pub CPU s':>9}"
     ]
     for r in results:
         paced = r["mode"] == Mode.PACED.value
@@ -753,7 +889,9 @@ def _table(results: list[dict[str, Any]]) -> str:
             f"{r['run']:<18} {r['updates']:>9,} {r['wall_s']:>7.2f} {r['twin_cpu_s']:>10.2f} "
             f"{r['updates_per_s'] or 0:>9,} {r['updates_per_cpu_s'] or 0:>10,} "
             f"{r['items_per_batch'] or 0:>9} {r['twin_run_queue_s']:>6.2f} "
-            f"{ms('p50_ms')} {ms('p99_ms')} {ms('max_ms')} {ms('arrival_p99_ms')}"
+            f"{ms('p50_ms')} {ms('p99_ms')} {ms('max_ms')} {ms('arrival_p99_ms')} "
+            f"{r['ingest_call_p99_ms']:>8.2f}/{r['ingest_call_max_ms'] or 0:>8.2f} "
+            f"{r['publisher_cpu_s']:>9.2f} {r['publisher']}"
             + ("  TIMED OUT" if r["timed_out"] else "")
             + (f"  rejected {r['rejected_by_reason']}" if r["rejected"] else "")
         )
@@ -769,6 +907,12 @@ def main() -> int:
         "--spb-messages", type=int, default=3_000, help="Sparkplug drain backlog (DDATA)"
     )
     parser.add_argument("--publishers", type=int, default=2, help="JSON publisher processes")
+    parser.add_argument(
+        "--publisher",
+        choices=("raw", "paho"),
+        default="raw",
+        help="JSON publisher client: a lean socket publisher (default) or paho",
+    )
     parser.add_argument("--rate", type=float, default=10_000.0, help="paced: tag updates/s")
     parser.add_argument("--seconds", type=float, default=8.0, help="paced: duration")
     parser.add_argument(
@@ -778,6 +922,11 @@ def main() -> int:
         "--only", action="append", help="run names, or drain/paced/json/spb (repeatable)"
     )
     parser.add_argument("--profile", type=int, default=0, help="cProfile: print top N")
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the twin's heap unfrozen (twin serve freezes it after start-up)",
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds per step, at most")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -797,7 +946,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as d:
         broker = Broker(Path(d), inflight=args.broker_inflight)
         here, there = ctx.Pipe()
-        twin = ctx.Process(target=twin_worker, args=(layout, d, there), daemon=True)
+        twin = ctx.Process(target=twin_worker, args=(layout, d, there, args.no_freeze), daemon=True)
         try:
             twin.start()
             there.close()

@@ -101,6 +101,13 @@ def test_encoders_follow_the_spec() -> None:
     s = encode_subscribe(3, [("a/#", 1), ("b", 0)])
     assert s == b"\x82\x0c\x00\x03\x00\x03a/#\x01\x00\x01b\x00"
     assert encode_publish("t", b"hi") == b"\x30\x05\x00\x01thi"
+    assert encode_publish("t", b"hi", 258) == b"\x32\x07\x00\x01t\x01\x02hi"  # QoS 1
+    for bad in (-1, 65_536):
+        with pytest.raises(ValueError, match="packet id"):
+            encode_publish("t", b"", bad)
+    # what the broker forwards at QoS 1 reads back as sent
+    (got,) = MqttReader().receive_data(encode_publish("a/b", b"v", 7))
+    assert got == Publish("a/b", b"v", 7, 1)
     assert encode_pubacks([1, 258]) == b"\x40\x02\x00\x01\x40\x02\x01\x02"
     assert encode_pubacks([]) == b""
     big = encode_publish("t", b"x" * 200)  # remaining length 203: two bytes, 0xcb 0x01

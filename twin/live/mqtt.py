@@ -335,9 +335,15 @@ def encode_subscribe(packet_id: int, filters: Iterable[tuple[str, int]]) -> byte
     return _packet((PacketType.SUBSCRIBE << 4) | 0x02, body)
 
 
-def encode_publish(topic: str, payload: bytes) -> bytes:
-    """PUBLISH at QoS 0 (the only QoS the subscriber publishes at: Sparkplug commands)."""
-    return _packet(PacketType.PUBLISH << 4, _string(topic) + payload)
+def encode_publish(topic: str, payload: bytes, packet_id: int = 0) -> bytes:
+    """PUBLISH at QoS 0 (the subscriber's Sparkplug commands), or at QoS 1 under ``packet_id``
+    (1 to 65,535; the broker answers with a PUBACK of that id)."""
+    if not packet_id:
+        return _packet(PacketType.PUBLISH << 4, _string(topic) + payload)
+    if not 0 < packet_id <= 0xFFFF:
+        raise ValueError(f"an MQTT packet id is 1 to 65,535, got {packet_id}")
+    body = _string(topic) + packet_id.to_bytes(2, "big") + payload
+    return _packet((PacketType.PUBLISH << 4) | 0x02, body)
 
 
 def encode_pubacks(packet_ids: Sequence[int]) -> bytes:
