@@ -3,7 +3,8 @@ server certificate made for the test, a password file made with ``mosquitto_pass
 clients refused), ``MqttPublisher`` and ``MqttSource`` on ``mqtts://USER:PASSWORD@HOST:PORT``.
 
 A source that trusts the CA and knows its password gets the samples; a wrong password and an
-untrusted server certificate each keep the link down with a message that says why.
+untrusted server certificate each keep the link down with a message that says why. Passwords
+never reach links, logs or printed sources.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import logging
 import shutil
 import ssl
 import subprocess
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from twin.live.mqtt import MqttConfig, MqttPublisher, MqttSource
+from twin.live.sources import parse_source, redact_url
 from twin.live.telemetry import Link
 
 TOPIC = "plant1/bottling/filler/speed"
@@ -163,6 +166,8 @@ def test_samples_over_tls_with_passwords(tls_broker: tuple[Mosquitto, Path]) -> 
                 assert await pub.publish(TOPIC, k, ts=1_700_000_000.0 + k)
             await got.until(lambda _: len(got.samples()) == 50)
         assert [s.value for s in got.samples()] == list(range(50))
+        (up,) = [i for i in got.items if isinstance(i, Link) and i.up]
+        assert "twin:***@127.0.0.1" in up.detail and "twin-secret" not in up.detail
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -170,15 +175,20 @@ def test_samples_over_tls_with_passwords(tls_broker: tuple[Mosquitto, Path]) -> 
 @pytest.mark.parametrize(
     ("who", "trust", "says"),
     [
-        ("twin:wrong", True, "not authorised"),  # mosquitto 2 answers code 5, not 4
+        ("twin:wrong-pass-123", True, "not authorised"),  # mosquitto 2 answers code 5, not 4
         ("twin:twin-secret", False, "CERTIFICATE_VERIFY_FAILED"),
     ],
     ids=["wrong-password", "untrusted-server"],
 )
 def test_refused_connections_keep_the_link_down(
-    tls_broker: tuple[Mosquitto, Path], who: str, trust: bool, says: str
+    tls_broker: tuple[Mosquitto, Path],
+    who: str,
+    trust: bool,
+    says: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     broker, ca = tls_broker
+    caplog.set_level(logging.INFO, logger="twin.live.mqtt")
 
     async def main() -> None:
         got = Collector()
@@ -194,3 +204,13 @@ def test_refused_connections_keep_the_link_down(
         assert got.samples() == []
 
     asyncio.run(asyncio.wait_for(main(), 30))
+    password = who.split(":")[1]
+    assert "reconnecting" in caplog.text and "twin:***@127.0.0.1" in caplog.text
+    assert password not in caplog.text
+
+
+def test_passwords_never_printed() -> None:
+    assert redact_url("mqtts://twin:s3cret@broker:8883") == "mqtts://twin:***@broker:8883"
+    assert redact_url("mqtt://broker:1883") == "mqtt://broker:1883"
+    assert redact_url("mqtt://only-user@broker:1883") == "mqtt://only-user@broker:1883"
+    assert "s3cret" not in str(parse_source("mqtts://twin:s3cret@broker:8883?sparkplug=1"))

@@ -112,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
         import subprocess
         import sys
 
-        print(f"\n4. a plant publishing to {args.mqtt}, and its live twin (Ctrl-C stops)")
+        from twin.live.sources import redact_url
+
+        print(
+            f"\n4. a plant publishing to {redact_url(args.mqtt)}, and its live twin (Ctrl-C stops)"
+        )
         gateway = subprocess.Popen(
             [
                 sys.executable,

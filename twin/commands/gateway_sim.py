@@ -73,6 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
     from scenes.lineparse import load_line
     from twin.live.gateway import Gateway
     from twin.live.plant import Plant
+    from twin.live.sources import redact_url
 
     spec = load_line(args.file)
     plant = Plant(spec, build_graph(spec), seed=args.seed, noise=args.noise, dropout=args.dropout)
@@ -97,7 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
     print(
         f"plant '{spec.name}': {len(plant.tags)} tags"
         + (
-            f"; MQTT {args.mqtt} ({len(gw.json)} JSON, {len(gw.spb)} Sparkplug)"
+            f"; MQTT {redact_url(args.mqtt)} ({len(gw.json)} JSON, {len(gw.spb)} Sparkplug)"
             if args.mqtt
             else ""
         )

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 from scenes.errors import ConfigError, TwinError
 
+from .sources import redact_url
 from .sparkplug import NAMESPACE, SparkplugHost, SparkplugNode
 from .telemetry import Link, Quality, Reason, Rejected, Sample, Telemetry
 
@@ -165,12 +166,14 @@ class MqttConfig:
         """(host, port, TLS context or None); ConfigError for a URL that is not mqtt(s)://."""
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError(f"MQTT url {self.url!r}: expected mqtt://HOST:PORT or mqtts://")
+            raise ConfigError(
+                f"MQTT url {redact_url(self.url)!r}: expected mqtt://HOST:PORT or mqtts://"
+            )
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
-            raise ConfigError(f"MQTT url {self.url!r}: {exc}") from exc
+            raise ConfigError(f"MQTT url {redact_url(self.url)!r}: {exc}") from exc
         context = (self.tls_context or ssl.create_default_context()) if tls else None
         return parts.hostname, port, context
 
@@ -457,7 +460,7 @@ class _Connection(asyncio.Protocol):
         try:
             events = self.reader.receive_data(data)
         except MqttProtocolError as exc:
-            logger.warning("MQTT %s: %s", self.source.config.url, exc)
+            logger.warning("MQTT %s: %s", redact_url(self.source.config.url), exc)
             self.abort(f"protocol error: {exc}")
             return
         self.source._receive(self, events)
@@ -577,7 +580,7 @@ class MqttSource:
             pinger: asyncio.Task[None] | None = None
             try:
                 conn = await self._open()
-                self._link(up=True, detail=f"connected to {self.config.url}")
+                self._link(up=True, detail=f"connected to {redact_url(self.config.url)}")
                 delay = self.config.reconnect_min_s
                 pinger = asyncio.create_task(self._keep_alive(conn))
                 detail = await conn.closed
@@ -598,7 +601,9 @@ class MqttSource:
                 failure, self._failure = self._failure, None
                 raise failure
             self._link(up=False, detail=detail)
-            logger.info("MQTT %s: %s; reconnecting in %.1f s", self.config.url, detail, delay)
+            logger.info(
+                "MQTT %s: %s; reconnecting in %.1f s", redact_url(self.config.url), detail, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max_s)
 
@@ -639,7 +644,9 @@ class MqttSource:
                         t for t, g in zip(self.topics, granted.granted, strict=False) if g & 0x80
                     ]
                     if refused:
-                        logger.warning("MQTT %s refused subscriptions %s", config.url, refused)
+                        logger.warning(
+                            "MQTT %s refused subscriptions %s", redact_url(config.url), refused
+                        )
         except BaseException:
             conn.abort("connection failed")
             raise
@@ -827,7 +834,7 @@ class MqttPublisher:
                                 self.births_sent += 1
                                 self._ready.set()
             except aiomqtt.MqttError as exc:
-                logger.info("publisher %s: %s", self.config.url, exc)
+                logger.info("publisher %s: %s", redact_url(self.config.url), exc)
             finally:
                 self._ready.clear()
                 self._client = self._lost = None

@@ -27,6 +27,17 @@ from scenes.spec import LineSpec
 
 from .telemetry import Telemetry
 
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: what logs, links and messages
+    show (``mqtts://twin:***@broker:8883``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 OnTelemetry = Callable[[list[Telemetry]], None]
 
 
@@ -38,7 +49,9 @@ class SourceSpec:
     speed: float = 1.0
 
     def __str__(self) -> str:
-        return self.kind if self.kind in ("embedded", "push") else f"{self.kind} {self.url}"
+        if self.kind in ("embedded", "push"):
+            return self.kind
+        return f"{self.kind} {redact_url(self.url)}"  # never a password
 
 
 def parse_source(text: str) -> SourceSpec:
