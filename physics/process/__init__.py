@@ -6,5 +6,11 @@
 - ``kpi``: throughput, WIP, lead time, OEE, time fractions, bottleneck;
 - ``api``: ``simulate`` one line, ``evaluate`` batches of variants.
 
-Semantics: ``docs/process-semantics.md``. Importing this package enables JAX float64.
+Semantics: ``docs/process-semantics.md``. Importing this package enables JAX float64, and asks
+XLA for one CPU device per core (``devices``: large batches are spread over them) if no JAX
+backend has started yet.
 """
+
+from physics.process.devices import configure as _configure_devices
+
+_configure_devices()

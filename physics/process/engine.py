@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import shard_map
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from physics.process.devices import lane_devices
 from physics.process.dists import GENERAL_RNG, raw_key, rng_key, sample
 from physics.process.model import (
     BLOCKED,
@@ -1042,14 +1045,12 @@ def step(model: Model, p: Params, s: State) -> State:
 
 
 # -- running --------------------------------------------------------------------------------------
-@partial(jax.jit, static_argnums=(0,))
-def _init_batch(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Array]:
+def _init_lanes(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Array]:
     lanes = jax.vmap(partial(_init_lane, model))(p, keys)
     return lanes, jnp.zeros((keys.shape[0], LT_BINS), _I32)
 
 
-@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3, 4))
-def _chunk_batch(
+def _chunk_lanes(
     model: Model, chunk: int, p: Params, s: _Lane, hist: jax.Array, once: jax.Array
 ) -> tuple[_Lane, jax.Array]:
     """Up to ``chunk`` steps of every lane still before its horizon. ``once`` must be 1: it is
@@ -1091,6 +1092,41 @@ def _chunk_batch(
     return s, hist
 
 
+_init_batch = partial(jax.jit, static_argnums=(0,))(_init_lanes)
+_chunk_batch = partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3, 4))(_chunk_lanes)
+
+
+@cache
+def _spread(
+    model: Model, chunk: int, devices: tuple[Any, ...]
+) -> tuple[Callable[..., Any], Callable[..., Any], NamedSharding]:
+    """:func:`_init_lanes` and :func:`_chunk_lanes` with the lanes split over ``devices``
+    (``physics.process.devices``): one program, each device running its own lanes' loop."""
+    mesh = Mesh(np.array(devices), ("lanes",))
+    lanes = PartitionSpec("lanes")  # type: ignore[no-untyped-call]
+    whole = PartitionSpec()  # type: ignore[no-untyped-call]
+    init = jax.jit(
+        shard_map(
+            partial(_init_lanes, model),
+            mesh=mesh,
+            in_specs=(lanes, lanes),
+            out_specs=(lanes, lanes),
+            check_vma=False,
+        )
+    )
+    chunk_fn = jax.jit(
+        shard_map(
+            partial(_chunk_lanes, model, chunk),
+            mesh=mesh,
+            in_specs=(lanes, lanes, lanes, whole),
+            out_specs=(lanes, lanes),
+            check_vma=False,
+        ),
+        donate_argnums=(1, 2),
+    )
+    return init, chunk_fn, NamedSharding(mesh, lanes)
+
+
 @partial(jax.jit, static_argnums=(0,))
 def _export_batch(model: Model, s: _Lane, hist: jax.Array) -> State:
     return jax.vmap(partial(_export, model))(s, hist)
@@ -1107,8 +1143,13 @@ def run(
     """Run a batch of variants to their horizons. ``params`` and ``keys`` have a leading axis V.
 
     ``progress`` is called after each chunk with the fraction of simulated time done (the
-    slowest variant's). Returns the batched final :class:`State`.
+    slowest variant's). Returns the batched final :class:`State`. A large batch on a CPU with
+    several cores is spread over them (``physics.process.devices``; the same results).
     """
+    v = keys.shape[0]
+    devices = lane_devices(v)
+    if devices and all(a.shape[:1] == (v,) for a in jax.tree.leaves(params)):
+        return _run_spread(model, params, keys, chunk, progress, tuple(devices))
     s, hist = _init_batch(model, params, keys)
     horizon = np.asarray(params.horizon)
     once = jnp.asarray(1, _I32)  # traced by _chunk_batch: see there
@@ -1120,6 +1161,38 @@ def run(
         if np.all(now > horizon):
             out: State = _export_batch(model, s, hist)
             return out
+
+
+def _run_spread(
+    model: Model,
+    params: Params,
+    keys: jax.Array,
+    chunk: int,
+    progress: Callable[[float], None] | None,
+    devices: tuple[Any, ...],
+) -> State:
+    """:func:`run` with the lanes split over ``devices`` (padded with copies of the last lane
+    to a multiple of their number); the result is gathered on the first device."""
+    v = keys.shape[0]
+    pad = -v % len(devices)
+
+    def padded(a: jax.Array) -> jax.Array:
+        return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+    init, chunk_fn, lanes = _spread(model, chunk, devices)
+    p = jax.device_put(jax.tree.map(padded, params), lanes)
+    s, hist = init(p, jax.device_put(padded(keys), lanes))
+    horizon = np.asarray(p.horizon)
+    once = jnp.asarray(1, _I32)
+    while True:
+        s, hist = chunk_fn(p, s, hist, once)
+        now = np.asarray(s.now)
+        if progress is not None:
+            progress(float(np.min(np.minimum(now / horizon, 1.0))))
+        if np.all(now > horizon):
+            out = jax.device_put(_export_batch(model, s, hist), devices[0])
+            trimmed: State = jax.tree.map(lambda a: a[:v], out)
+            return trimmed
 
 
 @partial(jax.jit, static_argnums=(0,))
