@@ -52,6 +52,31 @@ def test_fast_path_agrees_with_general_engine() -> None:
         assert np.allclose(a, b, atol=0.01), (name, a, b)
 
 
+def test_failures_far_more_often_than_the_model_was_sized_for() -> None:
+    """Failure epochs are drawn in blocks sized for the file the model was built from; a variant
+    failing 20x as often needs many blocks per chunk, and still agrees with the general
+    engine (this used to stop with "failure budget exceeded")."""
+    sized_for = parse_line(SERIAL)  # station a: a failure every 30 parts
+    often = parse_line(SERIAL.replace("mtbf: 900, mttr: 90", "mtbf: 45, mttr: 20"))
+    model, _ = serial.build_serial(sized_for)
+    _, params = serial.build_serial(often)
+    params = serial._with_horizon(params, 100.0, 5.0)
+    reps = 16
+    pb = jax.tree.map(lambda a: jax.numpy.broadcast_to(a, (reps, *a.shape)), params)
+    state = serial.run(model, pb, api.replication_keys(1, 1, reps))
+    fast = serial.kpis_of(model, pb, state, often)
+    gen = api.simulate(
+        often, hours=100.0, warmup_hours=5.0, replications=reps, engine_name="general", seed=2
+    ).kpis
+    for name in ("throughput_per_hour", "wip"):
+        a, b = getattr(fast, name), getattr(gen, name)
+        se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        assert abs(a.mean() - b.mean()) <= 3.5 * se, (name, a.mean(), b.mean(), se)
+    # station a is down about 20/(45 + 20) of its active time
+    assert np.allclose(fast.down.mean(axis=0), gen.down.mean(axis=0), atol=0.01)
+    assert fast.down.mean(axis=0)[0] > 0.1
+
+
 def test_conveyor_transit_in_fast_path() -> None:
     spec = parse_line(
         """

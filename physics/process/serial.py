@@ -174,52 +174,67 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
     return jnp.stack(cols, axis=1)
 
 
-def _downtime(
-    model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode failures),
-    and whether the drawn failures covered the chunk (a bool to check on the host).
+def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array) -> jax.Array:
+    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode
+    failures).
 
     In operation mode a station's failures form a Poisson process in *busy time*. For each failing
-    station the chunk draws its failure epochs on the cumulative busy time of the chunk's parts
-    (``max_failures`` of them, a budget with a vanishing chance of running out, checked) and
-    gives each part the repairs (exponential, mean ``mttr``) whose epochs fall in its own busy
-    interval. Exact, memoryless across chunks, and it needs O(failures) random numbers, not
+    station the chunk draws its failure epochs on the cumulative busy time of the chunk's parts,
+    a block of a few at a time (about the expected number plus four standard deviations) until
+    one falls past the chunk's end (a loop that rarely runs), and gives each part the repairs
+    (exponential, mean ``mttr``) whose epochs fall in its own busy interval. Exact whatever the
+    failure rate, memoryless across chunks, and it needs O(failures) random numbers, not
     O(parts x failures).
     """
     cols = [k for k, f in enumerate(model.fails) if f]
     if not cols:
-        return jnp.zeros_like(proc), jnp.asarray(True)
-    n = proc.shape[0]
-    m = _failure_budget(n, model.fail_rate)
+        return jnp.zeros_like(proc)
+    m = _failure_block(proc.shape[0], model.fail_rate)
     down = jnp.zeros_like(proc)
-    covered = jnp.asarray(True)
     for c, k in enumerate(cols):
-        k_f, k_r = jax.random.split(jax.random.fold_in(key, c))
-        busy = jnp.cumsum(proc[:, k])  # busy time at the end of each part
-        epochs = jnp.cumsum(
-            -p.mtbf[k] * jnp.log1p(-jax.random.uniform(k_f, (m,), dtype=jnp.float64))
+        col = _repairs_by_part(
+            jnp.cumsum(proc[:, k]), p.mtbf[k], p.mttr[k], jax.random.fold_in(key, c), m
         )
-        repairs = -p.mttr[k] * jnp.log1p(-jax.random.uniform(k_r, (m,), dtype=jnp.float64))
+        down = down.at[:, k].set(col)
+    return down
+
+
+def _repairs_by_part(
+    busy: jax.Array, mtbf: jax.Array, mttr: jax.Array, key: jax.Array, m: int
+) -> jax.Array:
+    """Repair time of each part of a chunk, ``busy`` being the station's busy time at the end of
+    each: failure epochs drawn ``m`` at a time until one falls past the chunk's end."""
+    n = busy.shape[0]
+
+    def block(i: jax.Array, after: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The next ``m`` epochs after ``after``: the last of them, and their repairs by part
+        (those past the chunk are dropped)."""
+        k_f, k_r = jax.random.split(jax.random.fold_in(key, i))
+        epochs = after + jnp.cumsum(
+            -mtbf * jnp.log1p(-jax.random.uniform(k_f, (m,), dtype=jnp.float64))
+        )
+        repairs = -mttr * jnp.log1p(-jax.random.uniform(k_r, (m,), dtype=jnp.float64))
         part = jnp.searchsorted(busy, epochs, side="left")  # the part during which each falls
-        down = down.at[:, k].add(jnp.zeros((n,)).at[part].add(repairs, mode="drop"))
-        covered = covered & (epochs[-1] > busy[-1])
-    return down, covered
+        return epochs[-1], jnp.zeros((n,)).at[part].add(repairs, mode="drop")
+
+    def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        i, last, col = st
+        last, add = block(i, last)
+        return i + 1, last, col + add
+
+    last, col = block(jnp.asarray(0, jnp.int32), jnp.asarray(0.0))
+    _, _, col = jax.lax.while_loop(
+        lambda st: st[1] <= busy[-1], more, (jnp.asarray(1, jnp.int32), last, col)
+    )
+    return col
 
 
-def _failure_budget(n: int, fail_rate: float) -> int:
-    """Failure epochs drawn per station for ``n`` parts: enough for 3x the file's failure rate
-    (and so 3x its mean busy time) with a Poisson tail below 1e-12. Runs check coverage and fail
-    loudly if it is ever short (for example when a variant triples a processing time)."""
-    lam = 3.0 * n * fail_rate
-    if lam > 100.0:  # beyond 10 standard deviations the Poisson tail is below 1e-20
-        return math.ceil(lam + 10.0 * math.sqrt(lam) + 10.0)
-    k, pmf, cdf = 0, math.exp(-lam), math.exp(-lam)
-    while 1.0 - cdf > 1e-12:
-        k += 1
-        pmf *= lam / k
-        cdf += pmf
-    return max(4, k + 1)
+def _failure_block(n: int, fail_rate: float) -> int:
+    """Failure epochs drawn at a time per station for ``n`` parts: the expected number at the
+    file's failure rate plus four standard deviations (at least 4), so that a chunk rarely needs
+    a second block (``_downtime`` draws more until the chunk is covered)."""
+    lam = n * fail_rate
+    return max(4, math.ceil(lam + 4.0 * math.sqrt(lam) + 2.0))
 
 
 @jax.tree_util.register_dataclass
@@ -238,7 +253,6 @@ class SerialState:
     blocked: jax.Array
     produced: jax.Array  # (K,)
     last_out: jax.Array  # () departure time of the last part from the line
-    uncovered: jax.Array  # () chunks whose failure budget ran out (must stay 0)
 
 
 def _init_state(model: SerialModel) -> SerialState:
@@ -257,7 +271,6 @@ def _init_state(model: SerialModel) -> SerialState:
         blocked=jnp.zeros((k,), f),
         produced=jnp.zeros((k,), jnp.int32),
         last_out=jnp.asarray(0.0, f),
-        uncovered=jnp.asarray(0, jnp.int32),
     )
 
 
@@ -320,11 +333,11 @@ def _chunk_batch(
     def draws(p: SerialParams, key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
         k_s, k_d = jax.random.split(jax.random.fold_in(rng_key(key, SERIAL_RNG), j))
         proc = _unit_samples(model, p, k_s, n) * p.mean
-        down, covered = _downtime(model, p, k_d, proc)
+        down = _downtime(model, p, k_d, proc)
         serv = proc + down
-        return serv, jnp.where(serv > 0, down / serv, 0.0), covered
+        return serv, jnp.where(serv > 0, down / serv, 0.0)
 
-    serv, frac, covered = jax.vmap(draws)(p, keys, s.j)  # (V, n, K)
+    serv, frac = jax.vmap(draws)(p, keys, s.j)  # (V, n, K)
     serv, frac = serv.transpose(1, 2, 0), frac.transpose(1, 2, 0)  # (n, K, V)
     links = _links(model, p.capacity.T, p.transit.T)
     lo, hi = p.warmup, p.horizon  # (V,)
@@ -382,7 +395,6 @@ def _chunk_batch(
         blocked=c["blocked"].T,
         produced=c["produced"].T,
         last_out=c["last_out"],
-        uncovered=s.uncovered + (~covered).astype(jnp.int32),
     )
 
 
@@ -458,11 +470,6 @@ def _run_lanes(
         first = np.asarray(s.d_prev[..., 0])
         if progress is not None:
             progress(float(np.min(np.minimum(first / horizon, 1.0))))
-        if np.any(np.asarray(s.uncovered)):
-            raise SimulationError(
-                "failure budget exceeded: a variant fails far more often than the line file "
-                "(more than 3x its processing time per MTBF); use the general engine for it"
-            )
         if np.all(first > horizon):
             return s
 
@@ -560,7 +567,7 @@ def throughput_of_means(
     # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
     # processing time then suffers proportionally more repair time, as E[S] = mean*(1 + mttr/mtbf).
     proc0 = jax.lax.stop_gradient(unit * base.mean)
-    ratio = jax.lax.stop_gradient(_downtime(model, base, k_d, proc0)[0] / proc0)
+    ratio = jax.lax.stop_gradient(_downtime(model, base, k_d, proc0) / proc0)
     p = replace(base, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
     down = proc * ratio
     serv = proc + down
