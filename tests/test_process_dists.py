@@ -68,3 +68,17 @@ def test_uniforms_from_the_generators(impl: str) -> None:
     u = np.asarray(jax.random.uniform(dists.rng_key(key, impl), (200_000,), dtype=jnp.float64))
     assert u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
     assert stats.kstest(u, "uniform").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(200_001,), (3, 7)])
+def test_uniforms_drawn_once(shape: tuple[int, ...]) -> None:
+    """``dists.uniform`` (drawn in a loop XLA cannot fuse into consumers): the shape asked for,
+    on [0, 1), uniform, and not two copies of one half."""
+    key = dists.rng_key(jax.random.PRNGKey(8), dists.SERIAL_RNG)
+    u = np.asarray(jax.jit(lambda k: dists.uniform(k, shape))(key))
+    assert u.shape == shape and u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
+    flat = u.ravel()
+    half = (flat.size + 1) // 2
+    assert not np.array_equal(flat[: flat.size - half], flat[half:])
+    if flat.size > 1000:
+        assert stats.kstest(flat, "uniform").pvalue > 1e-3

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from physics.process import kpi
 from physics.process.devices import lane_devices
-from physics.process.dists import SERIAL_RNG, rng_key, sample
+from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform
 from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
@@ -155,7 +155,7 @@ def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -
     """(n, K) processing times divided by their means: the random part, independent of the means
     for scale families, so that gradients with respect to the means are pathwise."""
     k_u, k_g = jax.random.split(key)
-    u = jax.random.uniform(k_u, (n, len(model.kinds)), dtype=jnp.float64)
+    u = uniform(k_u, (n, len(model.kinds)))
     cols = [
         sample(
             kind,
