@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from twin.live.mqtt import MqttConfig, MqttPublisher, MqttSource
+from twin.live.mqtt import PASSWORD_ENV, MqttConfig, MqttPublisher, MqttSource
 from twin.live.sources import parse_source, redact_url
 from twin.live.telemetry import Link
 
@@ -168,6 +168,25 @@ def test_samples_over_tls_with_passwords(tls_broker: tuple[Mosquitto, Path]) -> 
         assert [s.value for s in got.samples()] == list(range(50))
         (up,) = [i for i in got.items if isinstance(i, Link) and i.up]
         assert "twin:***@127.0.0.1" in up.detail and "twin-secret" not in up.detail
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_password_from_the_environment(
+    tls_broker: tuple[Mosquitto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mqtts://twin@...`` (no password in the URL, so none on a command line) takes
+    ``TWIN_MQTT_PASSWORD``; a password in the URL wins over it."""
+    broker, ca = tls_broker
+    monkeypatch.setenv(PASSWORD_ENV, "twin-secret")
+    assert _config(broker.port, "twin", ca, "x").credentials() == ("twin", "twin-secret")
+    assert _config(broker.port, "twin:other", ca, "x").credentials() == ("twin", "other")
+
+    async def main() -> None:
+        got = Collector()
+        source = MqttSource(_config(broker.port, "twin", ca, "twin-env"), got, addresses=[TOPIC])
+        async with running(source):
+            await got.until(lambda _: got.links() == [True])
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import ssl
 import struct
 import time
@@ -144,6 +145,10 @@ def encode_json(value: Any, *, ts: float | None = None, quality: Quality = Quali
 # Connection settings.
 
 
+#: The broker password for a URL with a user name and no password (``mqtts://twin@host:8883``).
+PASSWORD_ENV = "TWIN_MQTT_PASSWORD"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttConfig:
     """How to reach the broker. ``url`` is ``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT`` (TLS,
@@ -161,6 +166,17 @@ class MqttConfig:
     reconnect_max_s: float = 10.0
     batch_max: int = 2000  # telemetry items per on_telemetry call, at most (messages not split)
     batch_wait_s: float = 0.002  # on a busy stream, batches this far apart (a message waits)
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(user name, password): the fields if set, else the URL's; a user name without a
+        password takes ``TWIN_MQTT_PASSWORD`` from the environment if it is set (so that the
+        password needs not be on a command line, where ``ps`` shows it)."""
+        parts = urlsplit(self.url)
+        user = self.username if self.username is not None else parts.username
+        password = self.password if self.password is not None else parts.password
+        if user is not None and password is None:
+            password = os.environ.get(PASSWORD_ENV)
+        return user, password
 
     def endpoint(self) -> tuple[str, int, ssl.SSLContext | None]:
         """(host, port, TLS context or None); ConfigError for a URL that is not mqtt(s)://."""
@@ -201,14 +217,14 @@ def _client(config: MqttConfig, will: tuple[str, bytes] | None = None) -> Any:
     import aiomqtt  # imported where used: the `live` extra
 
     host, port, context = config.endpoint()
-    parts = urlsplit(config.url)
+    user, password = config.credentials()
     return aiomqtt.Client(
         host,
         port,
         identifier=config.client_id,
         clean_session=False,
-        username=config.username if config.username is not None else parts.username,
-        password=config.password if config.password is not None else parts.password,
+        username=user,
+        password=password,
         tls_context=context,
         keepalive=config.keepalive_s,
         timeout=config.connect_timeout_s,
@@ -612,7 +628,7 @@ class MqttSource:
         broker has answered both."""
         config = self.config
         host, port, context = config.endpoint()
-        parts = urlsplit(config.url)
+        user, password = config.credentials()
         loop = asyncio.get_running_loop()
         conn = _Connection(self, loop)
         try:
@@ -626,8 +642,8 @@ class MqttSource:
                         config.client_id,
                         clean_session=False,
                         keepalive_s=config.keepalive_s,
-                        username=config.username if config.username is not None else parts.username,
-                        password=config.password if config.password is not None else parts.password,
+                        username=user,
+                        password=password,
                     )
                 )
                 answer: ConnAck = await connack
