@@ -21,7 +21,7 @@ import numpy as np
 from jax import shard_map
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from physics.process.devices import lane_devices
+from physics.process.devices import MIN_LANES_PER_DEVICE_GENERAL, lane_devices
 from physics.process.dists import GENERAL_RNG, raw_key, rng_key, sample
 from physics.process.model import (
     BLOCKED,
@@ -1147,7 +1147,7 @@ def run(
     several cores is spread over them (``physics.process.devices``; the same results).
     """
     v = keys.shape[0]
-    devices = lane_devices(v)
+    devices = lane_devices(v, MIN_LANES_PER_DEVICE_GENERAL)
     if devices and all(a.shape[:1] == (v,) for a in jax.tree.leaves(params)):
         return _run_spread(model, params, keys, chunk, progress, tuple(devices))
     s, hist = _init_batch(model, params, keys)
