@@ -214,6 +214,8 @@ def test_broker_restart_mid_stream_loses_nothing_acknowledged(
             client_id=f"mirror-restart-{os.getpid()}",
         )
         src = asyncio.create_task(source.run())
+        while not any(live.twin.links.values()):  # subscribed: nothing published is unrouted
+            await asyncio.sleep(0.01)
         acked: list[int] = []
         stale_seen = False
         async with MqttPublisher(mosquitto.url, client_id=f"gw-restart-{os.getpid()}") as pub:
