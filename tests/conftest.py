@@ -10,12 +10,49 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from twin.live.telemetry import Link, Reason, Rejected, Sample, Telemetry
+
+#: Debian's Chromium, driven by Playwright (no browser download), with the flags every browser
+#: test uses.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Fail (not skip) with what to install when Chromium is missing."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)")
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Chromium from a ``sync_playwright()`` context."""
+    require_chromium()
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+
+
+@contextlib.asynccontextmanager
+async def running(source: Any) -> AsyncIterator[asyncio.Task[Any]]:
+    """``source.run()`` as a task for the block, cancelled after it (an adapter under test)."""
+    task = asyncio.create_task(source.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def free_port() -> int:

@@ -7,20 +7,10 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
-from conftest import Mosquitto, Twin
+from conftest import Mosquitto, Twin, launch_chromium, require_chromium
 
 from scenes.graph import STATE_COLORS, MachineState
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LINE = """
 line: live-view
 stations:
@@ -38,8 +28,7 @@ buffers:
 def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     line = tmp_path / "line.yaml"
@@ -64,7 +53,7 @@ def test_the_viewer_shows_stale_machines_when_the_gateway_dies(
         gateway = Twin("gateway-sim", str(line), "--mqtt", mosquitto.url)
         stale = STATE_COLORS[MachineState.STALE]
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1200, "height": 700})
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

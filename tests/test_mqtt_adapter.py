@@ -11,13 +11,12 @@ the publisher reaches the callback. The JSON convention is also checked without 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from conftest import Collector, Mosquitto
+from conftest import Collector, Mosquitto, running
 
 from scenes.errors import ConfigError
 from twin.live.mqtt import (
@@ -51,17 +50,6 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 def fast(url: str, client_id: str) -> MqttConfig:
     return MqttConfig(url=url, client_id=client_id, reconnect_min_s=0.05, reconnect_max_s=0.3)
-
-
-@contextlib.asynccontextmanager
-async def running(source: MqttSource) -> Any:
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ never reach links, logs or printed sources.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import logging
@@ -19,10 +18,9 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Collector, Mosquitto
+from conftest import Collector, Mosquitto, running
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -134,17 +132,6 @@ def _config(port: int, who: str, ca: Path | None, client_id: str) -> MqttConfig:
         reconnect_min_s=0.05,
         reconnect_max_s=0.3,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(source: MqttSource) -> Any:
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _link_details(got: Collector) -> list[str]:

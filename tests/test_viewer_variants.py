@@ -6,20 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from conftest import Twin
+from conftest import Twin, launch_chromium, require_chromium
 
 from twin import cli
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LINE = """
 line: variants
 stations:
@@ -40,8 +30,7 @@ TOKENS = {"designer": "designer-token-0123456789", "viewer": "viewer-token-01234
 
 
 def test_a_designer_compares_and_runs_variants(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     line = tmp_path / "line.yaml"
@@ -84,7 +73,7 @@ def test_a_designer_compares_and_runs_variants(tmp_path: Path) -> None:
     try:
         viewer = serve.wait_for(r"viewer: (\S+)").group(1)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 800})
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
