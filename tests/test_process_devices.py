@@ -51,7 +51,7 @@ ser = serial.kpis_of(sm, sp, serial.run(sm, sp, keys), spec)
 gm, gp = build(parse_line(GENERAL, check_meshes=False))
 gen = engine.run(gm, api.batch_params(with_horizon(gp, hours=0.5, warmup_hours=0.1), V), keys)
 out = {
-    "devices": len(lane_devices(V)),
+    "devices": len(lane_devices(V, sp)),
     "serial": [np.asarray(x, dtype=float).ravel().tolist() for x in
                (ser.throughput_per_hour, ser.wip, ser.lead_time_mean, ser.busy, ser.blocked,
                 ser.produced)],

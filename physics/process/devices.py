@@ -42,10 +42,13 @@ def configure() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
 
 
-def lane_devices(lanes: int, min_per_device: int = MIN_LANES_PER_DEVICE) -> list[Any]:
+def lane_devices(lanes: int, params: Any, min_per_device: int = MIN_LANES_PER_DEVICE) -> list[Any]:
     """The devices to spread ``lanes`` lanes over: the CPU devices when the default backend is
-    the CPU, there are several, and each gets at least ``min_per_device``; else []."""
+    the CPU, there are several, each gets at least ``min_per_device``, and every array of
+    ``params`` has one row per lane (a batch to split); else []."""
     if jax.default_backend() != "cpu":
+        return []
+    if any(a.shape[:1] != (lanes,) for a in jax.tree.leaves(params)):
         return []
     devices = jax.local_devices()
     n = min(len(devices), lanes // min_per_device)

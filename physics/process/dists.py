@@ -109,7 +109,8 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     variate (JAX's, whose per-element key splits were a third of a serial chunk) every variate
     gets one proposal at once from one key (two for arrays of at most ``GAMMA_RETRY_SLOTS``); the
     rejected ones (acceptance is above 95% for every ``a >= 1``) are gathered into a few slots
-    and get fresh proposals in a loop until none is left. Shapes below 1 use ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
+    and get fresh proposals in a loop until none is left. Shapes below 1 use
+    ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
     """
     size = tuple(size)
     n = math.prod(size)

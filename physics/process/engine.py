@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import shard_map
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from numpy.typing import NDArray
 
 from physics.process.devices import MIN_LANES_PER_DEVICE_GENERAL, lane_devices
 from physics.process.dists import GENERAL_RNG, raw_key, rng_key, sample
@@ -1146,21 +1147,38 @@ def run(
     slowest variant's). Returns the batched final :class:`State`. A large batch on a CPU with
     several cores is spread over them (``physics.process.devices``; the same results).
     """
-    v = keys.shape[0]
-    devices = lane_devices(v, MIN_LANES_PER_DEVICE_GENERAL)
-    if devices and all(a.shape[:1] == (v,) for a in jax.tree.leaves(params)):
+    devices = lane_devices(keys.shape[0], params, MIN_LANES_PER_DEVICE_GENERAL)
+    if devices:
         return _run_spread(model, params, keys, chunk, progress, tuple(devices))
-    s, hist = _init_batch(model, params, keys)
-    horizon = np.asarray(params.horizon)
     once = jnp.asarray(1, _I32)  # traced by _chunk_batch: see there
+    s, hist = _init_batch(model, params, keys)
+    s, hist = _to_horizon(
+        lambda s, h: _chunk_batch(model, chunk, params, s, h, once),
+        s,
+        hist,
+        np.asarray(params.horizon),
+        progress,
+    )
+    out: State = _export_batch(model, s, hist)
+    return out
+
+
+def _to_horizon(
+    chunk_fn: Callable[[_Lane, jax.Array], tuple[_Lane, jax.Array]],
+    s: _Lane,
+    hist: jax.Array,
+    horizon: NDArray[np.float64],
+    progress: Callable[[float], None] | None,
+) -> tuple[_Lane, jax.Array]:
+    """``chunk_fn`` over and over until every lane is past its ``horizon``; ``progress`` after
+    each chunk with the slowest lane's fraction of it."""
     while True:
-        s, hist = _chunk_batch(model, chunk, params, s, hist, once)
+        s, hist = chunk_fn(s, hist)
         now = np.asarray(s.now)
         if progress is not None:
-            progress(float(np.min(np.minimum(now / horizon, 1.0))))
+            progress(float(np.min(np.minimum(now / np.maximum(horizon, 1e-300), 1.0))))
         if np.all(now > horizon):
-            out: State = _export_batch(model, s, hist)
-            return out
+            return s, hist
 
 
 def _run_spread(
@@ -1181,18 +1199,14 @@ def _run_spread(
 
     init, chunk_fn, lanes = _spread(model, chunk, devices)
     p = jax.device_put(jax.tree.map(padded, params), lanes)
-    s, hist = init(p, jax.device_put(padded(keys), lanes))
-    horizon = np.asarray(p.horizon)
     once = jnp.asarray(1, _I32)
-    while True:
-        s, hist = chunk_fn(p, s, hist, once)
-        now = np.asarray(s.now)
-        if progress is not None:
-            progress(float(np.min(np.minimum(now / horizon, 1.0))))
-        if np.all(now > horizon):
-            out = jax.device_put(_export_batch(model, s, hist), devices[0])
-            trimmed: State = jax.tree.map(lambda a: a[:v], out)
-            return trimmed
+    s, hist = init(p, jax.device_put(padded(keys), lanes))
+    s, hist = _to_horizon(
+        lambda s, h: chunk_fn(p, s, h, once), s, hist, np.asarray(p.horizon), progress
+    )
+    out = jax.device_put(_export_batch(model, s, hist), devices[0])
+    trimmed: State = jax.tree.map(lambda a: a[:v], out)
+    return trimmed
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -1224,14 +1238,10 @@ def advance(
         raise SimulationError("advance(): until_s is earlier than the state's time")
     # a lane that stopped just past an earlier horizon resumes from that horizon
     p = params.replace(horizon=until)
-    s, hist = _import_batch(model, state)
-    horizon = np.asarray(until)
     once = jnp.asarray(1, _I32)  # traced by _chunk_batch: see there
-    while True:
-        s, hist = _chunk_batch(model, chunk, p, s, hist, once)
-        now = np.asarray(s.now)
-        if progress is not None:
-            progress(float(np.min(np.minimum(now / np.maximum(horizon, 1e-300), 1.0))))
-        if np.all(now > horizon):
-            out: State = _export_batch(model, s, hist)
-            return out
+    s, hist = _import_batch(model, state)
+    s, hist = _to_horizon(
+        lambda s, h: _chunk_batch(model, chunk, p, s, h, once), s, hist, np.asarray(until), progress
+    )
+    out: State = _export_batch(model, s, hist)
+    return out

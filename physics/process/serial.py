@@ -412,19 +412,17 @@ def run(
     keyed by the lane and its first part, so a lane's results depend on ``chunk`` but not on the
     rest of the batch): by default 128 on a CPU (the per-chunk sample arrays stay in cache; with
     512 lanes per device, 5-7 % faster than 64 and 30 % faster than 256) and 1,024 on an
-    accelerator (fewer launches). A large batch on a CPU with several cores is split
-    into one group of lanes per core (``physics.process.devices``), each run in its own thread on
-    its own device; the statistics over the window are the same as in one batch.
+    accelerator (fewer launches). A large batch on a CPU with several cores is split into one
+    group of lanes per core (``physics.process.devices``), each run in its own thread on its own
+    device; the statistics over the window are the same as in one batch.
     """
     v = keys.shape[0]
-    devices = lane_devices(v)
-    if not all(a.shape[:1] == (v,) for a in jax.tree.leaves(params)):
-        devices = []
+    devices = lane_devices(v, params)
     if chunk is None:  # never from the batch size: a lane's random numbers depend on it
         chunk = 128 if jax.default_backend() == "cpu" else 1024
     if not devices:
         return _run_lanes(model, params, keys, chunk, progress)
-    groups = np.array_split(np.arange(v), len(devices))
+    edges = [v * i // len(devices) for i in range(len(devices) + 1)]  # lanes of device i
     done = [0.0] * len(devices)
     results: list[SerialState | BaseException | None] = [None] * len(devices)
     lock = threading.Lock()
@@ -436,7 +434,7 @@ def run(
                 if progress is not None:
                     progress(min(done))
 
-        sl = slice(int(groups[i][0]), int(groups[i][-1]) + 1)
+        sl = slice(edges[i], edges[i + 1])
         try:
             p = jax.device_put(jax.tree.map(lambda a: a[sl], params), devices[i])
             results[i] = _run_lanes(model, p, jax.device_put(keys[sl], devices[i]), chunk, prog)
@@ -466,8 +464,6 @@ def _run_lanes(
 ) -> SerialState:
     v = keys.shape[0]
     s: SerialState = jax.vmap(lambda _: _init_state(model))(jnp.arange(v))
-    if keys.committed:  # on the device its group of lanes runs on
-        s = jax.device_put(s, keys.devices().pop())
     horizon = np.asarray(params.horizon)
     while True:
         s = _chunk_batch(model, chunk, params, s, keys)
