@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from . import yamlpos
@@ -19,6 +20,19 @@ from .errors import Problem
 from .yamlpos import PathKey, format_path
 
 T = TypeVar("T")
+
+
+def read_text(path: Path, error: Callable[[list[Problem]], Exception]) -> str:
+    """A file's text (UTF-8), or ``error([problem])`` raised with what went wrong, located at the
+    file (line 0): the OS's message, or that it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = exc.strerror or str(exc)
+        raise error([Problem(file=str(path), line=0, path="", message=msg)]) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"not UTF-8 text: {exc.reason}"
+        raise error([Problem(file=str(path), line=0, path="", message=msg)]) from exc
 
 
 def type_name(value: Any) -> str:

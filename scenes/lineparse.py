@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from scenes import yamlpos
 from scenes.errors import LineFileError, Problem
-from scenes.fields import FieldReader, type_name
+from scenes.fields import FieldReader, read_text, type_name
 from scenes.spec import (
     Buffer,
     Conveyor,
@@ -90,14 +90,7 @@ E = TypeVar("E", bound=StrEnum)
 def load_line(path: str | Path, *, check_meshes: bool = True) -> LineSpec:
     """Read, parse and validate a line file. Raises :class:`LineFileError`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = exc.strerror or str(exc)
-        raise LineFileError([Problem(file=str(p), line=0, path="", message=msg)]) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"not UTF-8 text: {exc.reason}"
-        raise LineFileError([Problem(file=str(p), line=0, path="", message=msg)]) from exc
+    text = read_text(p, LineFileError)
     return parse_line(text, filename=str(p), base_dir=p.parent, check_meshes=check_meshes)
 
 

@@ -9,7 +9,7 @@ import pytest
 from scenes.lineparse import load_line, parse_line
 from twin.design import cost, generators
 from twin.design.linefile import serialize_line
-from twin.design.space import SpaceFileError, TargetKind, apply, parse_space
+from twin.design.space import SpaceFileError, TargetKind, apply, load_space, parse_space
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "scenes" / "examples"
 
@@ -219,3 +219,17 @@ def test_layout_parameter_checks_targets_in_every_layout(tmp_path):
     s = parse_space(ok, line(), filename="s.yaml", base_dir=tmp_path)
     assert [n for n, _ in s.layouts] == ["one", "two"]
     assert s.parameter("layout").levels_of() == ("one", "two")
+
+
+def test_load_space_reports_unreadable_files(tmp_path: Path) -> None:
+    line = parse_line(LINE)
+    bad = tmp_path / "latin1.space.yaml"
+    bad.write_bytes("design: caf\xe9\n".encode("latin-1"))
+    for path, message in [
+        (tmp_path / "missing.yaml", "No such file or directory"),
+        (bad, "not UTF-8 text: invalid continuation byte"),
+    ]:
+        with pytest.raises(SpaceFileError) as info:
+            load_space(path, line)
+        (p,) = info.value.problems
+        assert (p.file, p.line, p.path, p.message) == (str(path), 0, "", message)

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from scenes.errors import ConfigError
-from twin.scenario.spec import ScenarioFileError, load_scenario, parse_actions, parse_scenario
+from twin.scenario.spec import (
+    ScenarioFileError,
+    load_actions,
+    load_scenario,
+    parse_actions,
+    parse_scenario,
+)
 
 LINE = """\
 line: two
@@ -120,3 +126,18 @@ def test_actions_files_are_checked(base: Path) -> None:
     assert got[0].startswith("a.yaml:1 [0].action: unknown action 'station.stp'; did you mean")
     assert got[1].startswith("a.yaml:2 [1].at: is after the end")
     assert got[2] == "a.yaml:3 [2]: missing required field 'target'"
+
+
+def test_unreadable_scenario_and_action_files(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("scenario: caf\xe9\n".encode("latin-1"))
+    for path, message in [
+        (tmp_path / "missing.yaml", "No such file or directory"),
+        (bad, "not UTF-8 text: invalid continuation byte"),
+    ]:
+        with pytest.raises(ScenarioFileError) as info:
+            load_scenario(path)
+        (p,) = info.value.problems
+        assert (p.file, p.line, p.path, p.message) == (str(path), 0, "", message)
+    with pytest.raises(ScenarioFileError, match="No such file or directory"):
+        load_actions(tmp_path / "missing-actions.yaml", None)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import Any
 
 from scenes import yamlpos
 from scenes.errors import ConfigError, LineFileError, Problem
-from scenes.fields import FieldReader, hint, type_name
+from scenes.fields import FieldReader, hint, read_text, type_name
 from scenes.spec import Buffer, DistKind, Distribution, LineSpec, RoutingPolicy
 from scenes.yamlpos import PathKey
 
@@ -435,15 +435,7 @@ def load_space(path: str | Path, line: LineSpec) -> DesignSpace:
     """Read and validate a design-space file for ``line``. Raises :class:`SpaceFileError`
     (layout line files with problems raise their own :class:`scenes.errors.LineFileError`)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = exc.strerror or str(exc)
-        raise SpaceFileError([Problem(file=str(p), line=0, path="", message=msg)]) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"not UTF-8 text: {exc.reason}"
-        raise SpaceFileError([Problem(file=str(p), line=0, path="", message=msg)]) from exc
-    return parse_space(text, line, filename=str(p), base_dir=p.parent)
+    return parse_space(read_text(p, SpaceFileError), line, filename=str(p), base_dir=p.parent)
 
 
 def parse_space(

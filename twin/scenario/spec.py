@@ -16,7 +16,7 @@ from typing import Any
 
 from scenes import yamlpos
 from scenes.errors import ConfigError, LineFileError, Problem
-from scenes.fields import FieldReader, type_name
+from scenes.fields import FieldReader, read_text, type_name
 from scenes.spec import LineSpec
 from scenes.yamlpos import PathKey
 
@@ -199,7 +199,7 @@ def load_scenario(path: str | Path, *, check_meshes: bool = True) -> Scenario:
     """Read, parse and validate a scenario file and its line. Raises :class:`ConfigError`
     (:class:`ScenarioFileError`, or the line file's :class:`LineFileError`)."""
     p = Path(path)
-    text = _read(p)
+    text = read_text(p, ScenarioFileError)
     return parse_scenario(text, filename=str(p), base_dir=p.parent, check_meshes=check_meshes)
 
 
@@ -223,7 +223,7 @@ def parse_scenario(
 def load_actions(path: str | Path, scenario: Scenario) -> list[ScriptedAction]:
     """Read a scripted-actions file (a YAML list of ``{at, action, target, args}``)."""
     p = Path(path)
-    return parse_actions(_read(p), scenario, filename=str(p))
+    return parse_actions(read_text(p, ScenarioFileError), scenario, filename=str(p))
 
 
 def parse_actions(
@@ -234,14 +234,6 @@ def parse_actions(
     if r.problems:
         raise ScenarioFileError(r.problems)
     return out
-
-
-def _read(p: Path) -> str:
-    try:
-        return p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = getattr(exc, "strerror", None) or str(exc)
-        raise ScenarioFileError([Problem(file=str(p), line=0, path="", message=msg)]) from exc
 
 
 def _load(text: str, filename: str) -> yamlpos.Located:
