@@ -55,6 +55,17 @@ async def running(source: Any) -> AsyncIterator[asyncio.Task[Any]]:
             await task
 
 
+def unreadable_files(tmp: Path, key: str) -> list[tuple[Path, str]]:
+    """A missing file and one that is not UTF-8 (its first field ``key``), each with the message
+    the file readers give for it (``scenes.fields.read_text``)."""
+    bad = tmp / "latin1.yaml"
+    bad.write_bytes(f"{key}: caf\xe9\n".encode("latin-1"))
+    return [
+        (tmp / "missing.yaml", "No such file or directory"),
+        (bad, "not UTF-8 text: invalid continuation byte"),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

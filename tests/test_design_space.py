@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import unreadable_files
 
 from scenes.lineparse import load_line, parse_line
 from twin.design import cost, generators
@@ -223,12 +224,7 @@ def test_layout_parameter_checks_targets_in_every_layout(tmp_path):
 
 def test_load_space_reports_unreadable_files(tmp_path: Path) -> None:
     line = parse_line(LINE)
-    bad = tmp_path / "latin1.space.yaml"
-    bad.write_bytes("design: caf\xe9\n".encode("latin-1"))
-    for path, message in [
-        (tmp_path / "missing.yaml", "No such file or directory"),
-        (bad, "not UTF-8 text: invalid continuation byte"),
-    ]:
+    for path, message in unreadable_files(tmp_path, "design"):
         with pytest.raises(SpaceFileError) as info:
             load_space(path, line)
         (p,) = info.value.problems

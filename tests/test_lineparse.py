@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import unreadable_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -506,17 +507,11 @@ def test_a_document_that_is_not_a_mapping(text: str, message: str) -> None:
 
 
 def test_load_line_reports_unreadable_files(tmp_path: Path) -> None:
-    with pytest.raises(LineFileError) as info:
-        load_line(tmp_path / "missing.yaml")
-    (p,) = info.value.problems
-    assert (p.file, p.line, p.path) == (str(tmp_path / "missing.yaml"), 0, "")
-    assert p.message == "No such file or directory"
-    bad = tmp_path / "latin1.yaml"
-    bad.write_bytes("line: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(LineFileError) as info:
-        load_line(bad)
-    (p,) = info.value.problems
-    assert p.message == "not UTF-8 text: invalid continuation byte"
+    for path, message in unreadable_files(tmp_path, "line"):
+        with pytest.raises(LineFileError) as info:
+            load_line(path)
+        (p,) = info.value.problems
+        assert (p.file, p.line, p.path, p.message) == (str(path), 0, "", message)
 
 
 # -- problems: fields ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import unreadable_files
 
 from scenes.errors import ConfigError
 from twin.scenario.spec import (
@@ -129,12 +130,7 @@ def test_actions_files_are_checked(base: Path) -> None:
 
 
 def test_unreadable_scenario_and_action_files(tmp_path: Path) -> None:
-    bad = tmp_path / "latin1.yaml"
-    bad.write_bytes("scenario: caf\xe9\n".encode("latin-1"))
-    for path, message in [
-        (tmp_path / "missing.yaml", "No such file or directory"),
-        (bad, "not UTF-8 text: invalid continuation byte"),
-    ]:
+    for path, message in unreadable_files(tmp_path, "scenario"):
         with pytest.raises(ScenarioFileError) as info:
             load_scenario(path)
         (p,) = info.value.problems
