@@ -25,6 +25,7 @@ import pybullet as p
 from numpy.typing import NDArray
 
 from scenes.errors import TwinError
+from scenes.graph import quat_multiply
 
 Vec3 = tuple[float, float, float]
 Quat = tuple[float, float, float, float]
@@ -84,18 +85,6 @@ def read_joints(body: int, client: int) -> tuple[Joint, ...]:
     return tuple(joints)
 
 
-def quat_mul(a: Quat, b: Quat) -> Quat:
-    """Hamilton product ``a * b`` of two ``(x, y, z, w)`` quaternions."""
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return (
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    )
-
-
 def quat_angle(a: Quat, b: Quat) -> float:
     """The rotation angle (rad) between two orientations."""
     dot = abs(sum(x * y for x, y in zip(a, b, strict=True)))
@@ -116,7 +105,7 @@ def tool_down(yaw: float) -> Quat:
     """A tool orientation whose z axis points straight down, turned by ``yaw`` (rad) about z."""
     down = (0.0, 1.0, 0.0, 0.0)  # 180° about y: z -> -z
     turn = (0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0))
-    return quat_mul(turn, down)
+    return quat_multiply(turn, down)
 
 
 class Kinematics:
