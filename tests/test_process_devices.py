@@ -112,3 +112,10 @@ def test_configure_sets_the_flag_unless_told(
     monkeypatch.setenv(devices.ENV, env)
     devices.configure()
     assert os.environ["XLA_FLAGS"] == (expected if (os.cpu_count() or 1) > 1 or env else flags)
+
+
+def test_a_bad_device_count_is_named_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv(devices.ENV, "two")
+    with pytest.warns(UserWarning, match="TWIN_CPU_DEVICES='two' is not a whole number"):
+        devices.configure()

@@ -17,6 +17,7 @@ are not affected: a batch is spread only when the default backend is the CPU.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -36,8 +37,14 @@ def configure() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG in flags:
         return
-    wanted = os.environ.get(ENV, "")
-    count = int(wanted) if wanted.strip().isdigit() else min(os.cpu_count() or 1, 8)
+    wanted = os.environ.get(ENV, "").strip()
+    count = min(os.cpu_count() or 1, 8)
+    if wanted.isdigit():
+        count = int(wanted)
+    elif wanted:
+        warnings.warn(
+            f"{ENV}={wanted!r} is not a whole number; using {count} CPU device(s)", stacklevel=2
+        )
     if count > 1:
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
 
