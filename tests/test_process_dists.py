@@ -82,3 +82,46 @@ def test_uniforms_drawn_once(shape: tuple[int, ...]) -> None:
     assert not np.array_equal(flat[: flat.size - half], flat[half:])
     if flat.size > 1000:
         assert stats.kstest(flat, "uniform").pvalue > 1e-3
+
+
+def test_philox_matches_random123_and_jax() -> None:
+    """Known-answer vectors of Random123's kat_vectors (philox4x32_10), and JAX's own Philox
+    primitive on random words."""
+    z, f = jnp.uint32(0), jnp.uint32(0xFFFFFFFF)
+    assert [int(x) for x in dists.philox4x32((z, z), (z, z, z, z))] == [
+        0x6627E8D5,
+        0xE169C58D,
+        0xBC57AC4C,
+        0x9B00DBD8,
+    ]
+    assert [int(x) for x in dists.philox4x32((f, f), (f, f, f, f))] == [
+        0x408F276D,
+        0x41C83B0E,
+        0xA20BC7C6,
+        0x6D5451FD,
+    ]
+    from jax._src.random.philox4x32 import philox4x32_p
+
+    rng = np.random.default_rng(0)
+    w = [
+        jnp.asarray(rng.integers(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32))
+        for _ in "kkcccc"
+    ]
+    ours = jax.jit(lambda w: dists.philox4x32((w[0], w[1]), tuple(w[2:])))(w)
+    for a, b in zip(ours, philox4x32_p.bind(*w), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_counter_uniforms_are_uniform_and_independent_across_counters() -> None:
+    key = jnp.asarray([3, 9], jnp.uint32)
+    draw = jax.jit(jax.vmap(lambda c: dists.counter_uniforms(key, c, 7)))
+    u = np.asarray(draw(jnp.arange(40_000)))  # (counter, 7)
+    assert u.dtype == np.float64 and u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    # neighbouring counters and positions within a draw are uncorrelated
+    for a, b in [(u[:-1, 0], u[1:, 0]), (u[:, 0], u[:, 1]), (u[:, 5], u[:, 6])]:
+        assert abs(np.corrcoef(a, b)[0, 1]) < 4 / np.sqrt(a.size)
+    # a pure function of (key, counter), and odd counts are the prefix of the next even one
+    assert np.array_equal(np.asarray(dists.counter_uniforms(key, jnp.int32(5), 8))[:7], u[5])
+    other = np.asarray(dists.counter_uniforms(jnp.asarray([3, 10], jnp.uint32), jnp.int32(5), 7))
+    assert not np.any(other == u[5])

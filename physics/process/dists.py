@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import ndtri
 
 from scenes.spec import DistKind
@@ -35,6 +36,61 @@ def rng_key(raw: jax.Array, impl: str) -> jax.Array:
 def raw_key(key: jax.Array) -> jax.Array:
     """The raw uint32 words of a typed key, as stored in engine states."""
     return jax.random.key_data(key)
+
+
+_PHILOX_M = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))
+_PHILOX_W = (np.uint32(0x9E3779B9), np.uint32(0xBB67AE85))
+_ONE_BITS = np.uint64(0x3FF0000000000000)
+
+
+def philox4x32(
+    key: tuple[jax.Array, jax.Array], ctr: tuple[jax.Array | int, ...]
+) -> tuple[jax.Array, ...]:
+    """Philox4x32-10 (Random123) of the four uint32 counter words ``ctr`` under the two key
+    words: four uint32 words, elementwise over broadcast shapes.
+
+    The same function as JAX's ``philox4x32`` implementation, written with 64-bit products
+    instead of its ``mulhi`` primitive: it lowers everywhere (``mulhi`` does not lower under
+    ``shard_map`` in jax 0.10) and vectorizes on a CPU.
+    """
+    k0, k1 = (jnp.asarray(k, jnp.uint32) for k in key)
+    x0, x1, x2, x3 = (jnp.asarray(c, jnp.uint32) for c in ctr)
+    for r in range(10):
+        if r:
+            k0, k1 = k0 + _PHILOX_W[0], k1 + _PHILOX_W[1]
+        p0 = x0.astype(jnp.uint64) * _PHILOX_M[0]
+        p1 = x2.astype(jnp.uint64) * _PHILOX_M[1]
+        hi0, lo0 = (p0 >> np.uint64(32)).astype(jnp.uint32), p0.astype(jnp.uint32)
+        hi1, lo1 = (p1 >> np.uint64(32)).astype(jnp.uint32), p1.astype(jnp.uint32)
+        x0, x1, x2, x3 = hi1 ^ x1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+    return x0, x1, x2, x3
+
+
+def _unit_f64(hi: jax.Array, lo: jax.Array) -> jax.Array:
+    """A float64 uniform on [0, 1) from two uint32 words (the top 52 of their 64 bits)."""
+    bits = (hi.astype(jnp.uint64) << np.uint64(32)) | lo.astype(jnp.uint64)
+    one_two = jax.lax.bitcast_convert_type((bits >> np.uint64(12)) | _ONE_BITS, jnp.float64)
+    return one_two - 1.0
+
+
+#: The third counter word of :func:`counter_uniforms`: keeps its streams apart from other draws
+#: keyed by the same lane key (``COUNTER_TAG + 1``: the general engine's gamma key).
+COUNTER_TAG = 0x7E57
+
+
+def counter_uniforms(
+    raw: jax.Array, counter: jax.Array, n: int, tag: int = COUNTER_TAG
+) -> jax.Array:
+    """``n`` float64 uniforms on [0, 1) for draw number ``counter`` of the stream keyed by the raw
+    (2,) uint32 key ``raw``: Philox4x32-10 of the counters ``(counter, j, tag, 0)``, two uniforms
+    from each ``j``. A pure function of (key, counter): a lane's numbers never depend on what
+    was drawn before or on the rest of the batch, and nothing has to be split or stored."""
+    blocks = (n + 1) // 2
+    j = jnp.arange(blocks, dtype=jnp.uint32)
+    c = jnp.broadcast_to(jnp.asarray(counter).astype(jnp.uint32), (blocks,))
+    w = philox4x32((raw[0], raw[1]), (c, j, jnp.full_like(j, tag), jnp.zeros_like(j)))
+    u = jnp.stack([_unit_f64(w[0], w[1]), _unit_f64(w[2], w[3])], axis=1)
+    return u.reshape(-1)[:n]
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

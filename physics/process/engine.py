@@ -23,7 +23,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpy.typing import NDArray
 
 from physics.process.devices import MIN_LANES_PER_DEVICE_GENERAL, lane_devices
-from physics.process.dists import GENERAL_RNG, raw_key, rng_key, sample
+from physics.process.dists import (
+    COUNTER_TAG,
+    GENERAL_RNG,
+    counter_uniforms,
+    philox4x32,
+    raw_key,
+    rng_key,
+    sample,
+)
 from physics.process.model import (
     BLOCKED,
     BUSY,
@@ -35,7 +43,7 @@ from physics.process.model import (
     lt_bins,
 )
 from scenes.errors import SimulationError
-from scenes.spec import FailureMode, RoutingPolicy
+from scenes.spec import DistKind, FailureMode, RoutingPolicy
 
 INF = jnp.inf
 
@@ -46,7 +54,7 @@ class State:
     """Dynamic state of one run. Shapes for one variant; N slots, B buffers, Q sources, R ring."""
 
     now: jax.Array  # () seconds, float64
-    key: jax.Array  # (2,) uint32 PRNG key
+    key: jax.Array  # (2,) uint32: the lane key; event n draws from Philox(key, n)
     n_events: jax.Array  # () events processed
     st: jax.Array  # (N,) server state: IDLE, BUSY, BLOCKED, DOWN
     prev: jax.Array  # (N,) state before going down
@@ -769,6 +777,15 @@ def _conveyor_ready(model: Model, p: Params, s: _Lane) -> list[jax.Array]:
     return out
 
 
+def _gamma_key(model: Model, s: _Lane) -> jax.Array:
+    """The typed key of the gamma sampler's extra proposals for this step's event (a constant
+    when the line has no gamma times: nothing is drawn from it)."""
+    if DistKind.GAMMA not in (*model.kinds, *model.source_kinds):
+        return rng_key(s.key, GENERAL_RNG)
+    w = philox4x32((s.key[0], s.key[1]), (s.n_events, 0, COUNTER_TAG + 1, 0))
+    return rng_key(jnp.stack(w[:2]), GENERAL_RNG)
+
+
 def _step_lane(model: Model, p: Params, s: _Lane) -> tuple[_Lane, jax.Array]:
     """:func:`step` on the lane state; also returns the lead times of parts delivered in the
     window ((K,) over the sink slots, nan where none)."""
@@ -802,9 +819,12 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
     acc = s.acc + dt * occ
     wip_int = s.wip_int + dt * s.wip
 
-    key, k_u, k_g = jax.random.split(rng_key(s.key, GENERAL_RNG), 3)
-    width = max(n, model.n_sources, 1)
-    u = jax.random.uniform(k_u, (3, width), dtype=_F64)
+    # Event n of a lane draws from Philox(lane key, n): a time for every server slot (any of
+    # them may start a part in this step's transfer phase), and two numbers for the event's own
+    # draws (scrap or arrival; destination or failure clock), as one step has one event.
+    u_all = counter_uniforms(s.key, s.n_events, n + 2)
+    u_pt, u_1, u_2 = u_all[:n], u_all[n], u_all[n + 1]
+    k_g = _gamma_key(model, s)
     in_window = t > p.warmup
 
     st, t_end = list(s.st), list(s.t_end)
@@ -823,7 +843,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         i = ss[k]
         # completion
         m_c = fire & (idx == tb.pos_c[k])
-        scrap = m_c & (u[1, k] < p.scrap[i])
+        scrap = m_c & (u_1 < p.scrap[i])
         done = m_c & ~scrap
         m_cs.append(m_c)
         scraps.append(scrap)
@@ -838,7 +858,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
             if i not in w_cdf:
                 w_cdf[i] = jnp.cumsum(p.weights[i])
             cdf = w_cdf[i]
-            draw = jnp.sum(u[2, k] * cdf[-1:] >= cdf)
+            draw = jnp.sum(u_2 * cdf[-1:] >= cdf)
             dest[k] = jnp.where(m_c, jnp.minimum(draw, cdf.shape[0] - 1).astype(_I32), d)
         if tb.op_mode[k]:
             tf, tt = t_fail[k], ttf[k]
@@ -852,7 +872,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         pv, tf, tr, rm = prev[k], t_fail[k], t_rep[k], rem[k]
         assert pf is not None and pr is not None
         assert pv is not None and tf is not None and tr is not None and rm is not None
-        e_n = -jnp.log1p(-jnp.clip(u[2, k], 0.0, 1.0 - 1e-12))  # unit exponential
+        e_n = -jnp.log1p(-jnp.clip(u_2, 0.0, 1.0 - 1e-12))  # unit exponential
         # failure
         m_f = fire & (idx == pf)
         pv = jnp.where(m_f, st[k], pv)
@@ -887,7 +907,8 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
     q_t, q_count, next_arr, lost = list(s.q_t), list(s.q_count), list(s.next_arr), s.lost
     wip = s.wip - _count(scraps)  # a scrapped part leaves the line
     if model.n_sources:
-        ia = _interarrivals(model, p, u[1, : model.n_sources], jax.random.fold_in(k_g, 7))
+        u_ia = jnp.broadcast_to(u_1, (model.n_sources,))  # one arrival per step
+        ia = _interarrivals(model, p, u_ia, jax.random.fold_in(k_g, 7))
         for q in range(model.n_sources):
             m_a = fire & (idx == tb.pos_a[q])
             fits = m_a & (s.q_count[q] < model.queue)
@@ -904,7 +925,6 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         now=jnp.where(fire, t, jnp.nextafter(p.horizon, INF)),
         acc=acc,
         wip_int=wip_int,
-        key=jnp.where(fire, raw_key(key), s.key),  # a step past the horizon draws nothing
         n_events=s.n_events + fire.astype(_I32),
         st=tuple(st),
         prev=tuple(prev),
@@ -924,7 +944,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         scrapped=scrapped,
         completions=s.completions + _count(m_cs),
     )
-    pt = _process_times(model, p, u[0, :n], k_g)
+    pt = _process_times(model, p, u_pt, k_g)
     return s, (t, pt, active, in_window)
 
 

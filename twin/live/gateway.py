@@ -66,6 +66,11 @@ def _datatype(tag: Tag) -> Any:
     }.get(tag.kind, DataType.Double)
 
 
+#: Seconds a gateway keeps its OPC UA server up after its last poll before a timed run ends
+#: (ten of the twin's default publishing intervals).
+OPCUA_LINGER_S = 1.0
+
+
 class Gateway:
     """Publishes what a plant reports. ``await run(duration_s)``."""
 
@@ -152,6 +157,10 @@ class Gateway:
                     json_pub, spb_pubs, opc = await self._open(stack)
                     last_reconnect = time.monotonic()
                 await asyncio.sleep(max(0.0, self.period_s - (time.monotonic() - t0)))
+            if opc is not None:
+                # OPC UA clients learn of a change at their subscription's next publish: keep
+                # serving a moment, so that a change made in the last poll reaches them.
+                await asyncio.sleep(OPCUA_LINGER_S)
 
     async def _open(self, stack: Any) -> tuple[Any, dict[tuple[str, str], Any], Any]:
         json_pub = None
