@@ -125,3 +125,22 @@ def test_counter_uniforms_are_uniform_and_independent_across_counters() -> None:
     assert np.array_equal(np.asarray(dists.counter_uniforms(key, jnp.int32(5), 8))[:7], u[5])
     other = np.asarray(dists.counter_uniforms(jnp.asarray([3, 10], jnp.uint32), jnp.int32(5), 7))
     assert not np.any(other == u[5])
+
+
+def test_splitmix_uniforms() -> None:
+    """``dists.uniform``: SplitMix64's published first outputs for seed 0, uniform numbers, and
+    streams of different keys that are reproducible and unrelated."""
+    i = jnp.arange(3, dtype=jnp.uint64) + np.uint64(1)
+    out = dists._mix64(i * dists._GOLDEN)
+    assert [int(x) for x in out] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    keys = jax.random.split(jax.random.key(5, impl=dists.SERIAL_RNG), 64)
+    u = np.asarray(jax.jit(jax.vmap(lambda k: dists.uniform(k, (50, 80))))(keys))
+    assert u.shape == (64, 50, 80) and u.dtype == np.float64
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    flat = u.reshape(64, -1)
+    corr = np.corrcoef(flat)[np.triu_indices(64, 1)]
+    assert np.abs(corr).max() < 5 / np.sqrt(flat.shape[1])  # lanes' streams unrelated
+    assert abs(np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]) < 0.01  # successive
+    again = np.asarray(dists.uniform(keys[3], (50, 80)))
+    assert np.array_equal(again, u[3])
