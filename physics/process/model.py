@@ -30,9 +30,24 @@ LT_BINS = 480
 LT_EDGES = np.geomspace(1e-2, 1e8, LT_BINS + 1)
 
 
+#: Bins per decade of ``LT_EDGES``.
+_LT_PER_DECADE = LT_BINS / 10
+
+
 def lt_bins(lead: jax.Array) -> jax.Array:
-    """Histogram bin of each lead time (s) on ``LT_EDGES``, clipped to the first and last bins."""
-    return jnp.clip(jnp.searchsorted(jnp.asarray(LT_EDGES), lead) - 1, 0, LT_BINS - 1)
+    """Histogram bin of each lead time (s) on ``LT_EDGES``, clipped to the first and last bins:
+    bin ``b`` holds ``LT_EDGES[b] < lead <= LT_EDGES[b + 1]``, as ``searchsorted`` would say.
+
+    The bin is read off the logarithm (the edges are log-spaced) and then checked against the
+    two edges around it, which corrects the logarithm's last-bit rounding at an edge: exact, and
+    about ten times cheaper on a CPU than a binary search (a serial chunk bins 65,536 times).
+    NaN (no lead time) gets bin 0.
+    """
+    edges = jnp.asarray(LT_EDGES)
+    guess = jnp.floor((jnp.log10(lead) + 2.0) * _LT_PER_DECADE)
+    b = jnp.clip(jnp.nan_to_num(guess, nan=0.0), 0, LT_BINS - 1).astype(jnp.int32)
+    b = jnp.where(lead <= edges[b], b - 1, jnp.where(lead > edges[b + 1], b + 1, b))
+    return jnp.clip(b, 0, LT_BINS - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
