@@ -144,3 +144,23 @@ def test_splitmix_uniforms() -> None:
     assert abs(np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]) < 0.01  # successive
     again = np.asarray(dists.uniform(keys[3], (50, 80)))
     assert np.array_equal(again, u[3])
+
+
+def test_normal_ppf_matches_scipy_to_the_last_bits() -> None:
+    """AS 241 against SciPy's ``ndtri`` over the centre, both tails and the branch points."""
+    from scipy import special
+
+    rng = np.random.default_rng(1)
+    p = np.concatenate(
+        [
+            rng.random(200_000),
+            10 ** rng.uniform(-300, 0, 20_000),
+            1 - 10 ** rng.uniform(-15, 0, 20_000),
+            [0.075, 0.925, 0.5, 1e-12, 1 - 1e-12, 1e-300, np.exp(-25.0)],
+        ]
+    )
+    p = p[(p > 0) & (p < 1)]
+    got = np.asarray(jax.jit(dists.normal_ppf)(jnp.asarray(p)))
+    want = special.ndtri(p)
+    assert np.all(np.isfinite(got))
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-12)) < 1e-14
