@@ -54,7 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="drop and re-open the MQTT connections every S seconds",
     )
     p.add_argument("--seed", type=int, default=7, help="random seed of the plant (default 7)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (an OPC UA server then keeps serving 1 s more, so that subscribers get the last values)",
+    )
     p.set_defaults(func=run)
 
 
