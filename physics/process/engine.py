@@ -3,9 +3,10 @@
 Semantics are those of ``docs/process-semantics.md``. One step pops the earliest scheduled event
 (argmin over every server's completion, failure and repair time, every source's next arrival and
 every conveyor head), applies it with one-hot updates, then runs the *transfer phase*: passes over
-the stations in reverse topological order (push finished parts on, then pull new ones) until no
-part can move. Everything is written for one variant; batches are ``jax.vmap`` of it, and the
-host loop in :func:`run` advances all variants chunk by chunk until each reaches its horizon.
+the stations in reverse topological order (push finished parts on, then pull new ones), each
+ending with :meth:`_Xfer.forward_pulls`, until no part can move. Everything is written for one
+variant; batches are ``jax.vmap`` of it, and the host loop in :func:`run` advances all variants
+chunk by chunk until each reaches its horizon.
 """
 
 from __future__ import annotations
