@@ -40,7 +40,8 @@ def lt_bins(lead: jax.Array) -> jax.Array:
 
     The bin is read off the logarithm (the edges are log-spaced) and then checked against the
     two edges around it, which corrects the logarithm's last-bit rounding at an edge: exact, and
-    about ten times cheaper on a CPU than a binary search (a serial chunk bins 65,536 times).
+    on this CPU 0.37 instead of 0.86 ms for the 65,536 lead times of a serial chunk (against
+    ``searchsorted``'s binary search).
     NaN (no lead time) gets bin 0.
     """
     edges = jnp.asarray(LT_EDGES)
