@@ -1,7 +1,11 @@
-"""The transfer phase's forward pulls (``engine.FORWARD_PULLS``) change how many passes a step
-takes, never what happens: whole runs are bit-identical with and without them."""
+"""The transfer phase's two ways of being compiled change how fast a step runs, never what
+happens: whole runs are bit-identical with and without the forward pulls
+(``engine.FORWARD_PULLS``: fewer passes per step) and with and without each station isolated in
+its own loop (``engine.ISOLATE_STATIONS``: on by default on the CPU only)."""
 
 from __future__ import annotations
+
+from functools import cache
 
 import jax
 import numpy as np
@@ -51,6 +55,21 @@ buffers:
 }
 
 
+TEN = "benchmarks/lines/ten_station.yaml"
+ISOLATED = engine._once() is not None  # the default on this backend
+
+
+@cache
+def _default(name: str) -> dict[str, np.ndarray]:
+    """A run of ``name`` compiled the default way on this backend."""
+    jax.clear_caches()
+    return _run(*_source(name))
+
+
+def _source(name: str) -> tuple[str | None, str | None]:
+    return LINES.get(name), None if name in LINES else name
+
+
 def _run(spec_text: str | None, path: str | None) -> dict[str, np.ndarray]:
     spec = parse_line(spec_text) if spec_text else load_line(path or "")
     model, params = build(spec)
@@ -60,16 +79,30 @@ def _run(spec_text: str | None, path: str | None) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    "name", [*LINES, "benchmarks/lines/ten_station.yaml", "scenes/examples/bottling.yaml"]
+    ("knob", "value", "name"),
+    [
+        *[("FORWARD_PULLS", False, n) for n in [*LINES, TEN, "scenes/examples/bottling.yaml"]],
+        *[("ISOLATE_STATIONS", not ISOLATED, n) for n in [*LINES, TEN]],
+    ],
 )
-def test_forward_pulls_change_nothing(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    text, path = LINES.get(name), None if name in LINES else name
+def test_transfer_variants_change_nothing(
+    monkeypatch: pytest.MonkeyPatch, knob: str, value: bool, name: str
+) -> None:
+    default = _default(name)
+    monkeypatch.setattr(engine, knob, value)
     jax.clear_caches()
-    with_pulls = _run(text, path)
-    monkeypatch.setattr(engine, "FORWARD_PULLS", False)
+    other = _run(*_source(name))
     jax.clear_caches()
-    without = _run(text, path)
-    jax.clear_caches()
-    assert with_pulls["n_events"].min() > 100  # the runs did something
-    for field, value in with_pulls.items():
-        assert np.array_equal(value, without[field], equal_nan=True), field
+    assert default["n_events"].min() > 100  # the runs did something
+    for field, array in default.items():
+        assert np.array_equal(array, other[field], equal_nan=True), field
+
+
+def test_stations_isolated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default follows the backend: a traced 1 on the CPU (here), ``None`` elsewhere."""
+    assert jax.default_backend() == "cpu"
+    assert engine._once() is not None
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert engine._once() is None
+    monkeypatch.setattr(engine, "ISOLATE_STATIONS", True)
+    assert engine._once() is not None

@@ -51,6 +51,21 @@ INF = jnp.inf
 #: Whether each transfer pass ends with :meth:`_Xfer.forward_pulls` (the same results, fewer
 #: passes; ``tests/test_process_transfer.py`` compares both ways).
 FORWARD_PULLS = True
+#: Whether each station's push and pull run in their own one-trip loop (:meth:`_Xfer.isolated`):
+#: ``None`` chooses by backend, on for the CPU only. The same results either way. On the CPU the
+#: loops keep XLA from fusing (and recomputing) shared logic into many kernels, about 12% faster;
+#: on a GPU each loop trip is a device-to-host round trip for its predicate, which made an event
+#: step several times slower on an H100 (``docs/benchmarks.md``).
+ISOLATE_STATIONS: bool | None = None
+
+
+def _once() -> jax.Array | None:
+    """The ``once`` argument of :func:`_chunk_lanes`: a traced 1 where stations are isolated,
+    else ``None``."""
+    isolate = ISOLATE_STATIONS
+    if isolate is None:
+        isolate = jax.default_backend() == "cpu"
+    return jnp.asarray(1, _I32) if isolate else None
 
 
 @jax.tree_util.register_dataclass
@@ -1102,11 +1117,11 @@ def _init_lanes(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Ar
 
 
 def _chunk_lanes(
-    model: Model, chunk: int, p: Params, s: _Lane, hist: jax.Array, once: jax.Array
+    model: Model, chunk: int, p: Params, s: _Lane, hist: jax.Array, once: jax.Array | None
 ) -> tuple[_Lane, jax.Array]:
-    """Up to ``chunk`` steps of every lane still before its horizon. ``once`` must be 1: it is
-    traced so that the compiler cannot unroll the per-station loops of :func:`_transfer`
-    (about 12% faster on CPU).
+    """Up to ``chunk`` steps of every lane still before its horizon. ``once`` is 1 or ``None``
+    (:func:`_once`): a traced 1 puts each station of :func:`_transfer` behind a loop the
+    compiler cannot unroll (about 12% faster on CPU).
 
     The loop runs over the whole batch (the step itself is vmapped): lanes that reached their
     horizon are frozen, and the lead times of delivered parts are recorded step by step into a
@@ -1200,7 +1215,7 @@ def run(
     devices = lane_devices(keys.shape[0], params, MIN_LANES_PER_DEVICE_GENERAL)
     if devices:
         return _run_spread(model, params, keys, chunk, progress, tuple(devices))
-    once = jnp.asarray(1, _I32)  # traced by _chunk_batch: see there
+    once = _once()  # traced by _chunk_batch: see there
     s, hist = _init_batch(model, params, keys)
     s, hist = _to_horizon(
         lambda s, h: _chunk_batch(model, chunk, params, s, h, once),
@@ -1249,7 +1264,7 @@ def _run_spread(
 
     init, chunk_fn, lanes = _spread(model, chunk, devices)
     p = jax.device_put(jax.tree.map(padded, params), lanes)
-    once = jnp.asarray(1, _I32)
+    once = _once()
     s, hist = init(p, jax.device_put(padded(keys), lanes))
     s, hist = _to_horizon(
         lambda s, h: chunk_fn(p, s, h, once), s, hist, np.asarray(p.horizon), progress
@@ -1288,7 +1303,7 @@ def advance(
         raise SimulationError("advance(): until_s is earlier than the state's time")
     # a lane that stopped just past an earlier horizon resumes from that horizon
     p = params.replace(horizon=until)
-    once = jnp.asarray(1, _I32)  # traced by _chunk_batch: see there
+    once = _once()  # traced by _chunk_batch: see there
     s, hist = _import_batch(model, state)
     s, hist = _to_horizon(
         lambda s, h: _chunk_batch(model, chunk, p, s, h, once), s, hist, np.asarray(until), progress
