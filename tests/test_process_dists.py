@@ -164,3 +164,37 @@ def test_normal_ppf_matches_scipy_to_the_last_bits() -> None:
     want = special.ndtri(p)
     assert np.all(np.isfinite(got))
     assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-12)) < 1e-14
+
+
+def test_log_within_one_ulp_of_numpy() -> None:
+    """fdlibm's logarithm against NumPy's (the C library's) over the uniforms' range, the whole
+    float64 range, the reduction's branch point sqrt(2) and the special values."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate(
+        [
+            rng.random(200_000),
+            np.exp(rng.uniform(-708, 709, 200_000)),
+            np.sqrt(2.0) * (1 + rng.uniform(-1e-12, 1e-12, 1_000)),
+            [2.2250738585072014e-308, 1.7976931348623157e308, 1 - 2**-53, 1 + 2**-52, 1.0, 2.0],
+            np.arange(1, 2**12) * 2.0**-52,  # the first uniforms of the 2^-52 grid
+        ]
+    )
+    x = x[x > 0]
+    got = np.asarray(jax.jit(dists.log)(jnp.asarray(x)))
+    want = np.log(x)
+    assert np.max(np.abs(got - want) / np.spacing(np.maximum(np.abs(want), 1e-300))) <= 1.0
+    special = np.asarray(dists.log(jnp.asarray([0.0, -1.0, np.inf, np.nan, -np.inf])))
+    assert special[0] == -np.inf and special[2] == np.inf
+    assert np.isnan(special[1]) and np.isnan(special[3]) and np.isnan(special[4])
+
+
+def test_unit_exponential_is_exact_on_the_uniform_grid() -> None:
+    """``-log(1 - u)`` equals ``-log1p(-u)`` to the last bit or one ulp for every uniform of the
+    generators' grid, including the smallest (where ``log1p`` matters)."""
+    rng = np.random.default_rng(3)
+    u = np.concatenate([rng.integers(0, 2**52, 100_000) * 2.0**-52, np.arange(0, 64) * 2.0**-52])
+    got = np.asarray(dists.unit_exponential(jnp.asarray(u)))
+    want = -np.log1p(-u)
+    assert got[u == 0].tolist() == [0.0] * int(np.sum(u == 0))
+    nz = u > 0
+    assert np.max(np.abs(got[nz] - want[nz]) / np.spacing(want[nz])) <= 1.0

@@ -123,6 +123,59 @@ def _unit_from_bits(bits: jax.Array) -> jax.Array:
     return one_two - 1.0
 
 
+# fdlibm's e_log.c (Sun Microsystems, 1993), the logarithm of most C libraries.
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+       2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+       1.479819860511658591e-01)  # fmt: skip
+_SMALLEST_NORMAL = 2.2250738585072014e-308
+_HI_MANTISSA = np.uint32(0x000FFFFF)
+
+
+def log(x: jax.Array) -> jax.Array:
+    """The natural logarithm of float64 ``x``: fdlibm's algorithm (within 1 ulp, like
+    ``jnp.log``), written in elementwise operations that XLA:CPU vectorizes.
+
+    ``jnp.log`` on float64 is a scalar library call per element on XLA:CPU: 3.4-4.1 ns of CPU a
+    number here, against 1.7 ns for this one, and every exponential, lognormal and gamma time
+    takes a logarithm. ``x`` is split into ``2^k m`` with ``m`` in [sqrt(2)/2, sqrt(2)), and
+    ``log m`` comes from fdlibm's polynomial in ``s = (m - 1)/(m + 1)``. Zero gives ``-inf``,
+    negatives ``nan``, ``inf`` itself; subnormal inputs are scaled up first (XLA:CPU flushes them
+    to zero before they get here, as it does for ``jnp.log``).
+    """
+    x = jnp.asarray(x, jnp.float64)
+    sub = x < _SMALLEST_NORMAL
+    bits = jax.lax.bitcast_convert_type(jnp.where(sub, x * 2.0**54, x), jnp.uint64)
+    hx = (bits >> np.uint64(32)).astype(jnp.uint32)
+    # fdlibm's trick: adding 0x95f64 carries into bit 20 exactly when the mantissa is at least
+    # sqrt(2), and that bit then halves m (exponent 0x3fe instead of 0x3ff) and raises k
+    i = ((hx & _HI_MANTISSA) + np.uint32(0x95F64)) & np.uint32(0x100000)
+    k = (hx >> np.uint32(20)).astype(jnp.int32) - 1023 + (i >> np.uint32(20)).astype(jnp.int32)
+    k = k - jnp.where(sub, 54, 0)
+    hi = (hx & _HI_MANTISSA) | (i ^ np.uint32(0x3FF00000))
+    low = bits & np.uint64(0xFFFFFFFF)
+    m = jax.lax.bitcast_convert_type((hi.astype(jnp.uint64) << np.uint64(32)) | low, jnp.float64)
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    r = z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6]))) + w * (
+        _LG[1] + w * (_LG[3] + w * _LG[5])
+    )
+    hfsq = 0.5 * f * f
+    dk = k.astype(jnp.float64)
+    out = dk * _LN2_HI - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO)) - f)
+    out = jnp.where(x == 0.0, -jnp.inf, out)
+    out = jnp.where(x == jnp.inf, jnp.inf, out)
+    return jnp.where(x < 0.0, jnp.nan, jnp.where(jnp.isnan(x), x, out))
+
+
+def unit_exponential(u: jax.Array) -> jax.Array:
+    """Exponential variates of mean 1 from uniforms ``u`` on [0, 1): ``-log(1 - u)``, with
+    ``1 - u`` exact for uniforms on the 2^-52 grid of every generator here."""
+    return -log(1.0 - u)
+
+
 # Wichura's AS 241 (PPND16), numerator then denominator coefficients, highest power first.
 _AS241_CENTRAL = (
     (2.5090809287301226727e3, 3.3430575583588128105e4, 6.7265770927008700853e4,
@@ -170,7 +223,7 @@ def normal_ppf(p: jax.Array) -> jax.Array:
     q = p - 0.5
     r = 0.180625 - q * q
     central = q * _horner(_AS241_CENTRAL[0], r) / _horner(_AS241_CENTRAL[1], r)
-    t = jnp.sqrt(-jnp.log(jnp.minimum(p, 1.0 - p)))
+    t = jnp.sqrt(-log(jnp.minimum(p, 1.0 - p)))
     near = t <= 5.0
     t = jnp.where(near, t - 1.6, t - 5.0)
     num = tuple(jnp.where(near, a, b) for a, b in zip(_AS241_NEAR[0], _AS241_FAR[0], strict=True))
@@ -196,7 +249,7 @@ def sample(
         case DistKind.DETERMINISTIC:
             return jnp.broadcast_to(mean, u.shape)
         case DistKind.EXPONENTIAL:
-            return -mean * jnp.log1p(-u)
+            return mean * unit_exponential(u)
         case DistKind.LOGNORMAL:
             s2 = jnp.log1p(cv * cv)
             return jnp.exp(jnp.log(mean) - s2 / 2 + jnp.sqrt(s2) * normal_ppf(u))
@@ -252,9 +305,7 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
         )
         x = normal_ppf(jnp.clip(u[0], 1e-300, 1.0))  # standard normal (u = 0 as 1e-300)
         v = (1.0 + c * x) ** 3
-        ok = (v > 0) & (
-            jnp.log(u[1]) < 0.5 * x * x + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0))
-        )
+        ok = (v > 0) & (log(u[1]) < 0.5 * x * x + d - d * v + d * log(jnp.where(v > 0, v, 1.0)))
         val, got = d * v[m - 1], ok[m - 1]
         for i in reversed(range(m - 1)):  # the first success wins
             val, got = jnp.where(ok[i], d * v[i], val), got | ok[i]
@@ -277,5 +328,5 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
         lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
     )
     ub = jax.random.uniform(k_boost, (n,), dtype=jnp.float64)
-    out = jnp.where(boost, val * jnp.exp(jnp.log1p(-ub) / shape), val)
+    out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)

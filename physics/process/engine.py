@@ -32,6 +32,7 @@ from physics.process.dists import (
     raw_key,
     rng_key,
     sample,
+    unit_exponential,
 )
 from physics.process.model import (
     BLOCKED,
@@ -764,7 +765,7 @@ def _init_lane(model: Model, p: Params, key: jax.Array) -> _Lane:
     tb = _tables(model)
     key, k_ttf, k_ia, k_pt, k_g = jax.random.split(rng_key(key, GENERAL_RNG), 5)
     mtbf = p.mtbf[jnp.asarray(tb.slot_station, dtype=_I32)]
-    ttf0 = -mtbf * jnp.log1p(-jax.random.uniform(k_ttf, (n,), dtype=_F64))
+    ttf0 = mtbf * unit_exponential(jax.random.uniform(k_ttf, (n,), dtype=_F64))
     u_ia = jax.random.uniform(k_ia, (max(q, 1),), dtype=_F64)
     nxt = _interarrivals(model, p, u_ia, k_g)
     inf = jnp.asarray(INF, _F64)
@@ -917,7 +918,7 @@ def _step_event(model: Model, p: Params, s: _Lane) -> tuple[_Lane, _Ctx]:
         pv, tf, tr, rm = prev[k], t_fail[k], t_rep[k], rem[k]
         assert pf is not None and pr is not None
         assert pv is not None and tf is not None and tr is not None and rm is not None
-        e_n = -jnp.log1p(-jnp.clip(u_2, 0.0, 1.0 - 1e-12))  # unit exponential
+        e_n = unit_exponential(jnp.clip(u_2, 0.0, 1.0 - 1e-12))
         # failure
         m_f = fire & (idx == pf)
         pv = jnp.where(m_f, st[k], pv)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from physics.process import kpi
 from physics.process.devices import lane_devices
-from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform
+from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform, unit_exponential
 from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
@@ -211,9 +211,9 @@ def _repairs_by_part(
         (those past the chunk are dropped)."""
         k_f, k_r = jax.random.split(jax.random.fold_in(key, i))
         epochs = after + jnp.cumsum(
-            -mtbf * jnp.log1p(-jax.random.uniform(k_f, (m,), dtype=jnp.float64))
+            mtbf * unit_exponential(jax.random.uniform(k_f, (m,), dtype=jnp.float64))
         )
-        repairs = -mttr * jnp.log1p(-jax.random.uniform(k_r, (m,), dtype=jnp.float64))
+        repairs = mttr * unit_exponential(jax.random.uniform(k_r, (m,), dtype=jnp.float64))
         part = jnp.searchsorted(busy, epochs, side="left")  # the part during which each falls
         return epochs[-1], jnp.zeros((n,)).at[part].add(repairs, mode="drop")
 
