@@ -327,6 +327,10 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     _, val, _ = jax.lax.while_loop(
         lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
     )
-    ub = jax.random.uniform(k_boost, (n,), dtype=jnp.float64)
+    ub = (  # large arrays: SplitMix64, as for the proposals
+        uniform(k_boost, (n,))
+        if n > GAMMA_RETRY_SLOTS
+        else jax.random.uniform(k_boost, (n,), dtype=jnp.float64)
+    )
     out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)
