@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,20 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_process import LINES, jax_general
+from benchmarks.bench_process import LINES, _timed, jax_general
 from physics.process import engine
 
 
 def measure(v: int, hours: float) -> dict[str, Any]:
     """One compiling call, then one steady call of ``v`` variants."""
     run, count = jax_general(LINES["general"], hours, v)
-    t0 = time.perf_counter()
-    count(run())
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    completions = count(run())
-    wall = time.perf_counter() - t0
+    first = _timed(run, count)["wall_s"]
+    steady = _timed(run, count)
     return {
         "variants": v,
-        "completions": completions,
-        "rate": completions / wall,
-        "compile_s": first - wall,
+        "completions": steady["completions"],
+        "rate": steady["rate"],
+        "compile_s": first - steady["wall_s"],
     }
 
 

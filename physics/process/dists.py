@@ -270,6 +270,15 @@ def sample(
 GAMMA_RETRY_SLOTS = 8
 
 
+def _gamma_uniforms(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The gamma sampler's uniforms, ``shape`` ending in the variates' axis: SplitMix64
+    (:func:`uniform`, cheaper per number) for more than ``GAMMA_RETRY_SLOTS`` variates, the
+    key's own generator for fewer (one event's draws in the general engine)."""
+    if shape[-1] > GAMMA_RETRY_SLOTS:
+        return uniform(key, shape)
+    return jax.random.uniform(key, shape, dtype=jnp.float64)
+
+
 def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     """Standard gamma variates (scale 1) of ``shape`` > 0, float64, exactly distributed.
 
@@ -298,11 +307,7 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
         """The first accepted of ``m`` proposals per variate (its value ``d v``), and whether
         there was one."""
         shape2 = (2, m, *d.shape)
-        u = (
-            uniform(k, shape2)  # large arrays: SplitMix64, cheaper per number
-            if d.size > GAMMA_RETRY_SLOTS
-            else jax.random.uniform(k, shape2, dtype=jnp.float64)
-        )
+        u = _gamma_uniforms(k, shape2)
         x = normal_ppf(jnp.clip(u[0], 1e-300, 1.0))  # standard normal (u = 0 as 1e-300)
         v = (1.0 + c * x) ** 3
         ok = (v > 0) & (log(u[1]) < 0.5 * x * x + d - d * v + d * log(jnp.where(v > 0, v, 1.0)))
@@ -327,10 +332,6 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     _, val, _ = jax.lax.while_loop(
         lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
     )
-    ub = (  # large arrays: SplitMix64, as for the proposals
-        uniform(k_boost, (n,))
-        if n > GAMMA_RETRY_SLOTS
-        else jax.random.uniform(k_boost, (n,), dtype=jnp.float64)
-    )
+    ub = _gamma_uniforms(k_boost, (n,))
     out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)

@@ -574,10 +574,7 @@ class _Xfer:
         for j in reversed(m.order):
             if m.max_servers[j] != 1 or (not m.ins[j] and m.source_of[j] < 0):
                 continue
-            if once is None:
-                self.pull(j)
-            else:
-                self.isolated(partial(_pull_work, j), None, {}, once)
+            self.pull_in(j, {}, once)
 
     def can_move(self) -> jax.Array:
         """Whether another pass could move a part (exact, so the loop ends)."""
@@ -616,6 +613,14 @@ class _Xfer:
             self.push(i)
             return None
         return None if in_window is None else self.deliver(i, in_window, totals)
+
+    def pull_in(self, i: int, totals: dict[str, jax.Array], once: jax.Array | None) -> None:
+        """:meth:`pull` at station ``i``, in its own :meth:`isolated` loop when ``once`` is
+        given."""
+        if once is None:
+            self.pull(i)
+        else:
+            self.isolated(partial(_pull_work, i), None, totals, once)
 
     def isolated(
         self,
@@ -663,13 +668,10 @@ class _Xfer:
             lead: jax.Array | None = None
             if once is None:
                 lead = self.out_part(i, in_window, totals)
-                self.pull(i)
-            else:
-                if not sink or in_window is not None:
-                    lead0 = jnp.full((len(self.m.slots(i)),), jnp.nan, _F64) if sink else None
-                    out = partial(_out_work, i, in_window)
-                    lead = self.isolated(out, lead0, totals, once)
-                self.isolated(partial(_pull_work, i), None, totals, once)
+            elif not sink or in_window is not None:
+                lead0 = jnp.full((len(self.m.slots(i)),), jnp.nan, _F64) if sink else None
+                lead = self.isolated(partial(_out_work, i, in_window), lead0, totals, once)
+            self.pull_in(i, totals, once)
             if lead is not None:
                 leads.append(lead)
         return leads
