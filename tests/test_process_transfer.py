@@ -106,3 +106,25 @@ def test_stations_isolated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> N
     assert engine._once() is None
     monkeypatch.setattr(engine, "ISOLATE_STATIONS", True)
     assert engine._once() is not None
+
+
+def test_packed_lane_state_round_trips() -> None:
+    """The chunk loop carries the lanes as one (rows, V) array per dtype: every leaf of every
+    dtype and shape comes back exactly, lanes the minor axis."""
+    model, params = build(load_line(TEN))
+    v = 6
+    p = api.batch_params(with_horizon(params, hours=1), v)
+    s, hist = engine._init_batch(model, p, jax.random.split(jax.random.PRNGKey(3), v))
+    s, hist = engine._chunk_batch(model, 40, p, s, hist, engine._once())  # state with history
+    packing = engine._Packed(s)
+    packed = packing.pack(s)
+    leaves = jax.tree.leaves(s)
+    assert {str(a.dtype) for a in leaves} == set(packed) == {"float64", "int32", "uint32"}
+    rows = sum(int(np.prod(a.shape[1:])) for a in leaves)
+    assert sum(a.shape[0] for a in packed.values()) == rows
+    assert all(a.shape[1] == v for a in packed.values())
+    back = packing.unpack(packed)
+    assert jax.tree.structure(back) == jax.tree.structure(s)
+    for a, b in zip(leaves, jax.tree.leaves(back), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)

@@ -258,7 +258,8 @@ OptTup = tuple[Opt, ...]
 class _Lane:
     """:class:`State` as the step sees it: per-slot and per-buffer fields are tuples of scalars
     (so that, vmapped, every update is an elementwise select on a (V,) vector and no scatter or
-    gather is needed), buffers are FIFO shift registers with the oldest part at index 0, and
+    gather is needed), buffers are FIFO shift registers (one array each, so that a push or a pop
+    is one select over it) with the oldest part at index 0, and
     fields that never change for a slot (failure clocks of stations without failures...) are
     ``None``. The lead-time histogram is kept outside (see :func:`_chunk_batch`)."""
 
@@ -281,8 +282,8 @@ class _Lane:
     ttf: OptTup
     dest: OptTup
     blk: OptTup
-    ring_t: tuple[Ring | None, ...]  # per queueing buffer, oldest first
-    ring_r: tuple[Ring | None, ...]
+    ring_t: tuple[jax.Array | None, ...]  # per queueing buffer, oldest first
+    ring_r: tuple[jax.Array | None, ...]
     count: OptTup
     q_t: Tup  # (QS,) per timed source (a ring from q_head)
     q_head: Tup
@@ -298,34 +299,14 @@ _I32 = jnp.int32
 _F64 = jnp.float64
 
 
-#: Rings up to this size are kept as tuples of scalars, larger ones as arrays.
-_SCALAR_RING = 16
-
-Ring = Tup | jax.Array
-
-
-def _ring_new(size: int) -> Ring:
-    if size <= _SCALAR_RING:
-        return (jnp.asarray(0.0, _F64),) * size
-    return jnp.zeros((size,), _F64)
-
-
-def _ring_push(ring: Ring, count: jax.Array, go: jax.Array, value: jax.Array) -> Ring:
+def _ring_push(ring: jax.Array, count: jax.Array, go: jax.Array, value: jax.Array) -> jax.Array:
     """``ring`` (a FIFO holding ``count`` parts, oldest first) with ``value`` appended where ``go``."""
-    if isinstance(ring, tuple):
-        return tuple(jnp.where(go & (count == r), value, x) for r, x in enumerate(ring))
     return jnp.where(go & (jnp.arange(ring.shape[0], dtype=_I32) == count), value, ring)
 
 
-def _ring_pop(ring: Ring, go: jax.Array) -> Ring:
+def _ring_pop(ring: jax.Array, go: jax.Array) -> jax.Array:
     """The FIFO ``ring`` without its oldest part where ``go``."""
-    if isinstance(ring, tuple):
-        return (*(jnp.where(go, ring[r + 1], ring[r]) for r in range(len(ring) - 1)), ring[-1])
     return jnp.where(go, jnp.concatenate([ring[1:], ring[-1:]]), ring)
-
-
-def _ring_array(ring: Ring) -> jax.Array:
-    return jnp.stack(ring) if isinstance(ring, tuple) else ring
 
 
 def _pick(values: list[jax.Array], c: jax.Array) -> jax.Array:
@@ -378,8 +359,8 @@ class _Xfer:
         self.t_end: list[jax.Array] = list(x["t_end"])
         self.rel: list[jax.Array] = list(x["rel"])
         self.t_fail: list[Opt] = list(x["t_fail"])
-        self.ring_t: list[Ring | None] = list(x["ring_t"])
-        self.ring_r: list[Ring | None] = list(x["ring_r"])
+        self.ring_t: list[jax.Array | None] = list(x["ring_t"])
+        self.ring_r: list[jax.Array | None] = list(x["ring_r"])
         self.count: list[Opt] = list(x["count"])
         self.q_head: list[jax.Array] = list(x["q_head"])
         self.q_count: list[jax.Array] = list(x["q_count"])
@@ -774,7 +755,7 @@ def _init_lane(model: Model, p: Params, key: jax.Array) -> _Lane:
     zero_f = jnp.asarray(0.0, _F64)
     zero_i = jnp.asarray(0, _I32)
     fl = tb.fails
-    ring = _ring_new(model.ring)
+    ring = jnp.zeros((model.ring,), _F64)
     s = _Lane(
         now=zero_f,
         key=raw_key(key),
@@ -1012,10 +993,10 @@ def _export(model: Model, s: _Lane, lt_hist: jax.Array) -> State:
             return jnp.zeros((0,), dtype)
         return jnp.stack([jnp.full((), fill, dtype) if x is None else x for x in xs])
 
-    def rows(xs: tuple[Ring | None, ...], width: int) -> jax.Array:
+    def rows(xs: tuple[jax.Array | None, ...], width: int) -> jax.Array:
         if not xs:
             return jnp.zeros((0, width), _F64)
-        return jnp.stack([jnp.zeros((width,), _F64) if x is None else _ring_array(x) for x in xs])
+        return jnp.stack([jnp.zeros((width,), _F64) if x is None else x for x in xs])
 
     return State(
         now=s.now,
@@ -1061,9 +1042,8 @@ def _import(model: Model, s: State) -> _Lane:
     def opt(x: jax.Array, keep: tuple[bool, ...]) -> OptTup:
         return tuple(x[k] if keep[k] else None for k in range(len(keep)))
 
-    def rebase(ring: jax.Array, e: int) -> Ring:
-        r = ring[e][(s.head[e] + jnp.arange(model.ring)) % model.ring]
-        return tuple(r[k] for k in range(model.ring)) if model.ring <= _SCALAR_RING else r
+    def rebase(ring: jax.Array, e: int) -> jax.Array:
+        return ring[e][(s.head[e] + jnp.arange(model.ring)) % model.ring]
 
     mq = model.may_queue
     return _Lane(
@@ -1119,6 +1099,42 @@ def _init_lanes(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Ar
     return lanes, jnp.zeros((keys.shape[0], LT_BINS), _I32)
 
 
+class _Packed:
+    """A batched pytree (every leaf with the lane axis V first) as one (rows, V) array per dtype,
+    each leaf a block of rows, and back.
+
+    The chunk loop carries the lane state packed: as 177 separate arrays (the benchmark line),
+    XLA:CPU gave each its own select and, for most, a copy per step; packed, the state is a
+    few wide kernels (``benchmarks/bench_xla_packing.py`` measures the effect in isolation).
+    Lanes are the minor axis, so each leaf's rows are contiguous and read as cheap slices.
+    """
+
+    def __init__(self, like: Any) -> None:
+        leaves, self.treedef = jax.tree.flatten(like)
+        self.shapes = [leaf.shape for leaf in leaves]
+        self.groups: dict[Any, list[int]] = {}
+        for i, leaf in enumerate(leaves):
+            self.groups.setdefault(leaf.dtype, []).append(i)
+
+    def pack(self, tree: Any) -> dict[str, jax.Array]:
+        leaves = jax.tree.leaves(tree)
+        return {
+            str(dt): jnp.concatenate([leaves[i].reshape(leaves[i].shape[0], -1).T for i in idx])
+            for dt, idx in self.groups.items()
+        }
+
+    def unpack(self, packed: dict[str, jax.Array]) -> Any:
+        leaves: list[Any] = [None] * len(self.shapes)
+        for dt, idx in self.groups.items():
+            rows = 0
+            for i in idx:
+                shape = self.shapes[i]
+                width = int(np.prod(shape[1:], dtype=np.int64))
+                leaves[i] = packed[str(dt)][rows : rows + width].T.reshape(shape)
+                rows += width
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
 def _chunk_lanes(
     model: Model, chunk: int, p: Params, s: _Lane, hist: jax.Array, once: jax.Array | None
 ) -> tuple[_Lane, jax.Array]:
@@ -1126,35 +1142,38 @@ def _chunk_lanes(
     (:func:`_once`): a traced 1 puts each station of :func:`_transfer` behind a loop the
     compiler cannot unroll (about 12% faster on CPU).
 
-    The loop runs over the whole batch (the step itself is vmapped): lanes that reached their
-    horizon are frozen, and the lead times of delivered parts are recorded step by step into a
-    (chunk, V, K) table that is binned into the histogram once, at the end of the chunk.
+    The loop runs over the whole batch (the step itself is vmapped), carrying the lanes
+    :class:`_Packed`: lanes that reached their horizon are frozen, and the lead times of
+    delivered parts are recorded step by step into a (chunk, V, K) table that is binned into
+    the histogram once, at the end of the chunk.
     """
     v = hist.shape[0]
     k_sink = len(_tables(model).sink_slots)
     step_v = jax.vmap(partial(_step_event, model))
+    packing = _Packed(s)
+    Carry = tuple[jax.Array, dict[str, jax.Array], jax.Array]
 
-    def cond(c: tuple[jax.Array, _Lane, jax.Array]) -> jax.Array:
-        return (c[0] < chunk) & jnp.any(c[1].now <= p.horizon)
+    def cond(c: Carry) -> jax.Array:
+        k, packed, _ = c
+        return (k < chunk) & jnp.any(packing.unpack(packed).now <= p.horizon)
 
-    def body(c: tuple[jax.Array, _Lane, jax.Array]) -> tuple[jax.Array, _Lane, jax.Array]:
-        k, s, leads = c
+    def body(c: Carry) -> Carry:
+        k, packed, leads = c
+        s = packing.unpack(packed)
         live = s.now <= p.horizon  # events exactly at the horizon still count
         new, ctx = step_v(p, s)
         new, lead = _transfer(model, p, new, ctx, batched=True, once=once)
-
-        def keep(a: jax.Array, b: jax.Array) -> jax.Array:
-            return jnp.where(live.reshape((v,) + (1,) * (a.ndim - 1)), b, a)
-
-        # q_t is left out: a frozen lane's step writes at most one unused queue slot
-        s = replace(jax.tree.map(keep, replace(s, q_t=()), replace(new, q_t=())), q_t=new.q_t)
+        # a frozen lane keeps its state: one select per dtype
+        packed = {dt: jnp.where(live, a, packed[dt]) for dt, a in packing.pack(new).items()}
         lead = jnp.where(live[:, None], lead, jnp.nan)
         zero = jnp.asarray(0, _I32)
         leads = jax.lax.dynamic_update_slice(leads, lead[None], (k, zero, zero))
-        return k + 1, s, leads
+        return k + 1, packed, leads
 
     leads0 = jnp.full((chunk, v, k_sink), jnp.nan, _F64)
-    _, s, leads = jax.lax.while_loop(cond, body, (jnp.asarray(0, _I32), s, leads0))
+    c0: Carry = (jnp.asarray(0, _I32), packing.pack(s), leads0)
+    _, packed, leads = jax.lax.while_loop(cond, body, c0)
+    s = packing.unpack(packed)
     valid = ~jnp.isnan(leads)
     lane = jnp.broadcast_to(jnp.arange(v, dtype=_I32)[None, :, None], leads.shape)
     hist = hist.at[lane, lt_bins(leads)].add(valid.astype(hist.dtype))
