@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cache
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -109,22 +110,31 @@ def test_stations_isolated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_packed_lane_state_round_trips() -> None:
-    """The chunk loop carries the lanes as one (rows, V) array per dtype: every leaf of every
-    dtype and shape comes back exactly, lanes the minor axis."""
+    """The chunk loop carries the lanes' scalars as one (rows, V) array per dtype and the other
+    leaves as they are: every leaf comes back exactly, and a frozen lane keeps its own."""
     model, params = build(load_line(TEN))
     v = 6
     p = api.batch_params(with_horizon(params, hours=1), v)
     s, hist = engine._init_batch(model, p, jax.random.split(jax.random.PRNGKey(3), v))
     s, hist = engine._chunk_batch(model, 40, p, s, hist, engine._once())  # state with history
     packing = engine._Packed(s)
-    packed = packing.pack(s)
+    rows, others = packing.pack(s)
     leaves = jax.tree.leaves(s)
-    assert {str(a.dtype) for a in leaves} == set(packed) == {"float64", "int32", "uint32"}
-    rows = sum(int(np.prod(a.shape[1:])) for a in leaves)
-    assert sum(a.shape[0] for a in packed.values()) == rows
-    assert all(a.shape[1] == v for a in packed.values())
-    back = packing.unpack(packed)
+    scalars = [a for a in leaves if a.shape == (v,)]
+    assert set(rows) == {"float64", "int32"}  # the key (uint32) is (V, 2)
+    assert sum(a.shape[0] for a in rows.values()) == len(scalars) > 50
+    assert all(a.shape[1] == v for a in rows.values())
+    assert len(others) == len(leaves) - len(scalars) > 0  # rings, the accumulators
+    back = packing.unpack((rows, others))
     assert jax.tree.structure(back) == jax.tree.structure(s)
     for a, b in zip(leaves, jax.tree.leaves(back), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
+    before = packing.pack(s)
+    later, _ = engine._chunk_batch(model, 40, p, jax.tree.map(jnp.copy, s), hist, engine._once())
+    live = np.arange(v) % 2 == 0
+    mixed = packing.unpack(engine._Packed.where(live, packing.pack(later), before))
+    for a, b, m in zip(leaves, jax.tree.leaves(later), jax.tree.leaves(mixed), strict=True):
+        assert np.array_equal(np.asarray(m)[live], np.asarray(b)[live], equal_nan=True)
+        assert np.array_equal(np.asarray(m)[~live], np.asarray(a)[~live], equal_nan=True)

@@ -1099,40 +1099,54 @@ def _init_lanes(model: Model, p: Params, keys: jax.Array) -> tuple[_Lane, jax.Ar
     return lanes, jnp.zeros((keys.shape[0], LT_BINS), _I32)
 
 
-class _Packed:
-    """A batched pytree (every leaf with the lane axis V first) as one (rows, V) array per dtype,
-    each leaf a block of rows, and back.
+Packing = tuple[dict[str, jax.Array], list[jax.Array]]
 
-    The chunk loop carries the lane state packed: as 177 separate arrays (the benchmark line),
-    XLA:CPU gave each its own select and, for most, a copy per step; packed, the state is a
-    few wide kernels (``benchmarks/bench_xla_packing.py`` measures the effect in isolation).
-    Lanes are the minor axis, so each leaf's rows are contiguous and read as cheap slices.
+
+class _Packed:
+    """The lane state as the chunk loop carries it: its per-lane scalars (leaves of shape (V,),
+    all but a few of them) stacked into one (rows, V) array per dtype, its other leaves (buffer
+    rings, accumulators) as they are.
+
+    As 177 separate arrays (the benchmark line), XLA:CPU gave each scalar its own select and a
+    copy per step; stacked, they are a few wide kernels (``benchmarks/bench_xla_packing.py``
+    measures the effect in isolation). Stacking the other leaves too would transpose them on
+    every step.
     """
 
     def __init__(self, like: Any) -> None:
         leaves, self.treedef = jax.tree.flatten(like)
-        self.shapes = [leaf.shape for leaf in leaves]
-        self.groups: dict[Any, list[int]] = {}
+        self.n = len(leaves)
+        self.rows: dict[str, list[int]] = {}
         for i, leaf in enumerate(leaves):
-            self.groups.setdefault(leaf.dtype, []).append(i)
+            if leaf.ndim == 1:
+                self.rows.setdefault(str(leaf.dtype), []).append(i)
+        stacked = {i for idx in self.rows.values() for i in idx}
+        self.others = [i for i in range(self.n) if i not in stacked]
 
-    def pack(self, tree: Any) -> dict[str, jax.Array]:
+    def pack(self, tree: Any) -> Packing:
         leaves = jax.tree.leaves(tree)
-        return {
-            str(dt): jnp.concatenate([leaves[i].reshape(leaves[i].shape[0], -1).T for i in idx])
-            for dt, idx in self.groups.items()
-        }
+        rows = {dt: jnp.stack([leaves[i] for i in idx]) for dt, idx in self.rows.items()}
+        return rows, [leaves[i] for i in self.others]
 
-    def unpack(self, packed: dict[str, jax.Array]) -> Any:
-        leaves: list[Any] = [None] * len(self.shapes)
-        for dt, idx in self.groups.items():
-            rows = 0
-            for i in idx:
-                shape = self.shapes[i]
-                width = int(np.prod(shape[1:], dtype=np.int64))
-                leaves[i] = packed[str(dt)][rows : rows + width].T.reshape(shape)
-                rows += width
+    def unpack(self, packed: Packing) -> Any:
+        rows, others = packed
+        leaves: list[Any] = [None] * self.n
+        for dt, idx in self.rows.items():
+            for r, i in enumerate(idx):
+                leaves[i] = rows[dt][r]
+        for i, a in zip(self.others, others, strict=True):
+            leaves[i] = a
         return jax.tree.unflatten(self.treedef, leaves)
+
+    @staticmethod
+    def where(live: jax.Array, new: Packing, old: Packing) -> Packing:
+        """``new`` in the lanes where ``live`` (a (V,) mask), ``old`` elsewhere."""
+
+        def sel(a: jax.Array, b: jax.Array) -> jax.Array:
+            return jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+        rows = {dt: jnp.where(live, a, old[0][dt]) for dt, a in new[0].items()}
+        return rows, [sel(a, b) for a, b in zip(new[1], old[1], strict=True)]
 
 
 def _chunk_lanes(
@@ -1151,7 +1165,7 @@ def _chunk_lanes(
     k_sink = len(_tables(model).sink_slots)
     step_v = jax.vmap(partial(_step_event, model))
     packing = _Packed(s)
-    Carry = tuple[jax.Array, dict[str, jax.Array], jax.Array]
+    Carry = tuple[jax.Array, Packing, jax.Array]
 
     def cond(c: Carry) -> jax.Array:
         k, packed, _ = c
@@ -1163,8 +1177,7 @@ def _chunk_lanes(
         live = s.now <= p.horizon  # events exactly at the horizon still count
         new, ctx = step_v(p, s)
         new, lead = _transfer(model, p, new, ctx, batched=True, once=once)
-        # a frozen lane keeps its state: one select per dtype
-        packed = {dt: jnp.where(live, a, packed[dt]) for dt, a in packing.pack(new).items()}
+        packed = _Packed.where(live, packing.pack(new), packed)  # frozen lanes keep their state
         lead = jnp.where(live[:, None], lead, jnp.nan)
         zero = jnp.asarray(0, _I32)
         leads = jax.lax.dynamic_update_slice(leads, lead[None], (k, zero, zero))
