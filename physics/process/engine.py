@@ -1107,10 +1107,10 @@ class _Packed:
     all but a few of them) stacked into one (rows, V) array per dtype, its other leaves (buffer
     rings, accumulators) as they are.
 
-    As 177 separate arrays (the benchmark line), XLA:CPU gave each scalar its own select and a
-    copy per step; stacked, they are a few wide kernels (``benchmarks/bench_xla_packing.py``
-    measures the effect in isolation). Stacking the other leaves too would transpose them on
-    every step.
+    Carried as separate arrays (73 of the benchmark line's 96 leaves are such scalars), XLA:CPU
+    gave each scalar its own select and a copy per step; stacked, they are a few wide kernels
+    (``benchmarks/bench_xla_packing.py`` measures the effect in isolation). Stacking the other
+    leaves too would transpose them on every step (docs/benchmarks.md, "CPU, sixth round").
     """
 
     def __init__(self, like: Any) -> None:
