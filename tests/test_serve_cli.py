@@ -327,10 +327,11 @@ def test_operator_acknowledges_an_alarm(tmp_path: Path, jax_cache_env: dict[str,
             # A fresh session is owed events from its join on: an alarm raised before then is in
             # the scene's state but not among the events. Take the first alarm raised after.
             def raised_since_join(r: Replica) -> list[str]:
+                alarms = kinds(r, "alarm")
                 return [
                     e["alarm"]["id"]
                     for e in r.events
-                    if e["type"] == "alarm" and e["alarm"]["id"] in kinds(r, "alarm")
+                    if e["type"] == "alarm" and e["alarm"]["id"] in alarms
                 ]
 
             await op.wait_for(lambda r: bool(raised_since_join(r)), timeout=20)
