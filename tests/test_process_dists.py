@@ -146,6 +146,33 @@ def test_splitmix_uniforms() -> None:
     assert np.array_equal(again, u[3])
 
 
+def test_uniform_lanes_are_the_same_numbers_lanes_last() -> None:
+    """``dists.uniform_lanes`` draws, for a batch of keys, exactly ``uniform``'s numbers of each
+    key, laid out (columns, rows, lanes)."""
+    keys = jax.random.split(jax.random.key(9, impl=dists.SERIAL_RNG), 5)
+    lanes = np.asarray(dists.uniform_lanes(keys, 40, 7))
+    assert lanes.shape == (7, 40, 5)
+    for v in range(5):
+        assert np.array_equal(lanes[:, :, v], np.asarray(dists.uniform(keys[v], (40, 7))).T)
+
+
+def test_empirical_lanes_last_matches_one_lane_at_a_time() -> None:
+    """``sample`` of an empirical family with per-lane values (V, n_values) and uniforms (n, V)
+    picks each lane's own values, as sampling each lane alone does."""
+    u = jax.random.uniform(jax.random.key(2), (30, 3), dtype=jnp.float64)
+    values = jnp.asarray([[1.0, 2.0, 3.0, 0.0], [10.0, 20.0, 0.0, 0.0], [5.0, 6.0, 7.0, 8.0]])
+    nvalues = jnp.asarray([3, 2, 4])
+    z = jnp.zeros(3)
+    key = jax.random.key(0)
+    got = np.asarray(dists.sample(DistKind.EMPIRICAL, u, key, z, z, z, z, values, nvalues))
+    for v in range(3):
+        one = dists.sample(
+            DistKind.EMPIRICAL, u[:, v], key, z[v], z[v], z[v], z[v], values[v], nvalues[v]
+        )
+        assert np.array_equal(got[:, v], np.asarray(one))
+    assert set(got[:, 1]) <= {10.0, 20.0}
+
+
 def test_normal_ppf_matches_scipy_to_the_last_bits() -> None:
     """AS 241 against SciPy's ``ndtri`` over the centre, both tails and the branch points."""
     from scipy import special

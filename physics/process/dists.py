@@ -110,10 +110,27 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     own hashed point of the 2^64 sequence.
     """
     size = math.prod(shape)
-    w = jax.random.key_data(key).astype(jnp.uint64)
-    seed = _mix64((w[0] << np.uint64(32)) | w[1])
-    bits = _mix64(seed + (jnp.arange(size, dtype=jnp.uint64) + np.uint64(1)) * _GOLDEN)
+    bits = _mix64(_seed(key) + (jnp.arange(size, dtype=jnp.uint64) + np.uint64(1)) * _GOLDEN)
     return _unit_from_bits(bits).reshape(shape)
+
+
+def uniform_lanes(keys: jax.Array, rows: int, cols: int) -> jax.Array:
+    """:func:`uniform` of shape ``(rows, cols)`` for each of the (V,) ``keys``, laid out as
+    ``(cols, rows, V)``: ``out[c, r, v] == uniform(keys[v], (rows, cols))[r, c]``, the same
+    numbers drawn straight into the layout a batched consumer reads (no transpose)."""
+    idx = (
+        jnp.arange(rows, dtype=jnp.uint64)[None, :] * np.uint64(cols)
+        + jnp.arange(cols, dtype=jnp.uint64)[:, None]
+    )
+    seed = _seed(keys)
+    bits = _mix64(seed[None, None, :] + (idx[:, :, None] + np.uint64(1)) * _GOLDEN)
+    return _unit_from_bits(bits)
+
+
+def _seed(key: jax.Array) -> jax.Array:
+    """The SplitMix64 starting point of each key (any batch shape): its two words, hashed."""
+    w = jax.random.key_data(key).astype(jnp.uint64)
+    return _mix64((w[..., 0] << np.uint64(32)) | w[..., 1])
 
 
 def _unit_from_bits(bits: jax.Array) -> jax.Array:
@@ -259,6 +276,8 @@ def sample(
             return low + (high - low) * u
         case DistKind.EMPIRICAL:
             k = jnp.minimum((u * nvalues).astype(jnp.int32), nvalues - 1)
+            if values.ndim == 2:  # (V, n_values) per lane, ``u`` (n, V): lanes last
+                return jnp.take_along_axis(values.T, k, axis=0)
             return values[k]
     raise AssertionError(kind)  # pragma: no cover
 

@@ -9,6 +9,7 @@ to vary across variants (a pytree of arrays, vmappable along a leading axis). Ch
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from physics.process.dists import log
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec, RoutingPolicy
 
@@ -32,20 +34,22 @@ LT_EDGES = np.geomspace(1e-2, 1e8, LT_BINS + 1)
 
 #: Bins per decade of ``LT_EDGES``.
 _LT_PER_DECADE = LT_BINS / 10
+_INV_LN10 = 1.0 / math.log(10.0)
 
 
 def lt_bins(lead: jax.Array) -> jax.Array:
     """Histogram bin of each lead time (s) on ``LT_EDGES``, clipped to the first and last bins:
     bin ``b`` holds ``LT_EDGES[b] < lead <= LT_EDGES[b + 1]``, as ``searchsorted`` would say.
 
-    The bin is read off the logarithm (the edges are log-spaced) and then checked against the
+    The bin is read off the logarithm (the edges are log-spaced; ``dists.log``, which XLA:CPU
+    vectorizes, where ``jnp.log10`` is a library call per number) and then checked against the
     two edges around it, which corrects the logarithm's last-bit rounding at an edge: exact, and
     on this CPU 0.37 instead of 0.86 ms for the 65,536 lead times of a serial chunk (against
     ``searchsorted``'s binary search).
     NaN (no lead time) gets bin 0.
     """
     edges = jnp.asarray(LT_EDGES)
-    guess = jnp.floor((jnp.log10(lead) + 2.0) * _LT_PER_DECADE)
+    guess = jnp.floor((log(lead) * _INV_LN10 + 2.0) * _LT_PER_DECADE)
     b = jnp.clip(jnp.nan_to_num(guess, nan=0.0), 0, LT_BINS - 1).astype(jnp.int32)
     b = jnp.where(lead <= edges[b], b - 1, jnp.where(lead > edges[b + 1], b + 1, b))
     return jnp.clip(b, 0, LT_BINS - 1)

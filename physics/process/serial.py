@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from physics.process import kpi
 from physics.process.devices import lane_devices
-from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform, unit_exponential
+from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform_lanes, unit_exponential
 from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
@@ -151,32 +151,41 @@ def build_serial(
     return model, params
 
 
-def _unit_samples(model: SerialModel, p: SerialParams, key: jax.Array, n: int) -> jax.Array:
-    """(n, K) processing times divided by their means: the random part, independent of the means
-    for scale families, so that gradients with respect to the means are pathwise."""
+def _unit_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The keys of a chunk's uniforms and of its gamma variates, from its sampling key."""
     k_u, k_g = jax.random.split(key)
-    u = uniform(k_u, (n, len(model.kinds)))
-    cols = [
-        sample(
-            kind,
-            u[:, k],
-            jax.random.fold_in(k_g, k),
-            p.mean[k],
-            p.cv[k],
-            p.low[k],
-            p.high[k],
-            p.values[k],
-            p.nvalues[k],
-        )
-        / p.mean[k]
-        for k, kind in enumerate(model.kinds)
-    ]
-    return jnp.stack(cols, axis=1)
+    return k_u, k_g
 
 
-def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Array) -> jax.Array:
-    """Repair time accumulated while processing ``proc`` (n, K) seconds (operation-mode
-    failures).
+def _unit_samples(
+    model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, n: int
+) -> list[jax.Array]:
+    """Processing times divided by their means, one (n, V) array per station (lanes last, as the
+    recursion reads them): the random part, independent of the means for scale families, so
+    that gradients with respect to the means are pathwise. ``p`` has a leading lane axis V and
+    ``k_u``, ``k_g`` are (V,) keys (:func:`_unit_keys`); part ``i`` of station ``k`` in lane
+    ``v`` takes number ``(i, k)`` of ``uniform(k_u[v], (n, K))``, drawn straight into this
+    layout (``dists.uniform_lanes``)."""
+    u = uniform_lanes(k_u, n, len(model.kinds))  # (K, n, V)
+    cols = []
+    for k, kind in enumerate(model.kinds):
+        args = (p.mean[:, k], p.cv[:, k], p.low[:, k], p.high[:, k], p.values[:, k])
+        if kind == DistKind.GAMMA:  # a rejection sampler: one lane at a time, its own key
+            one = jax.vmap(partial(sample, kind), in_axes=(None, 0, 0, 0, 0, 0, 0, 0))
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
+            x = one(jnp.zeros((n,)), keys, *args, p.nvalues[:, k]).T  # (V, n) -> (n, V)
+        else:  # elementwise: the per-lane parameters broadcast over the parts
+            x = sample(kind, u[k], k_g, *args, p.nvalues[:, k])
+        cols.append(x / p.mean[:, k])
+    return cols
+
+
+def _downtime(
+    model: SerialModel, p: SerialParams, keys: jax.Array, proc: list[jax.Array]
+) -> list[jax.Array | None]:
+    """Repair time accumulated by each part while processing ``proc`` (one (n, V) array per
+    station, lanes last; ``keys`` (V,)) under operation-mode failures, None where a station
+    has none.
 
     In operation mode a station's failures form a Poisson process in *busy time*. For each failing
     station the chunk draws its failure epochs on the cumulative busy time of the chunk's parts,
@@ -186,45 +195,62 @@ def _downtime(model: SerialModel, p: SerialParams, key: jax.Array, proc: jax.Arr
     failure rate, memoryless across chunks, and it needs O(failures) random numbers, not
     O(parts x failures).
     """
+    m = _failure_block(proc[0].shape[0], model.fail_rate)
+    out: list[jax.Array | None] = [None] * len(proc)
     cols = [k for k, f in enumerate(model.fails) if f]
-    if not cols:
-        return jnp.zeros_like(proc)
-    m = _failure_block(proc.shape[0], model.fail_rate)
-    down = jnp.zeros_like(proc)
     for c, k in enumerate(cols):
-        col = _repairs_by_part(
-            jnp.cumsum(proc[:, k]), p.mtbf[k], p.mttr[k], jax.random.fold_in(key, c), m
-        )
-        down = down.at[:, k].set(col)
-    return down
+        station_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, c)
+        busy = jnp.cumsum(proc[k], axis=0)
+        out[k] = _repairs_by_part(busy, p.mtbf[:, k], p.mttr[:, k], station_keys, m)
+    return out
 
 
 def _repairs_by_part(
-    busy: jax.Array, mtbf: jax.Array, mttr: jax.Array, key: jax.Array, m: int
+    busy: jax.Array, mtbf: jax.Array, mttr: jax.Array, keys: jax.Array, m: int
 ) -> jax.Array:
-    """Repair time of each part of a chunk, ``busy`` being the station's busy time at the end of
-    each: failure epochs drawn ``m`` at a time until one falls past the chunk's end."""
+    """Repair time of each part of a chunk (n, V), ``busy`` (n, V) being the station's busy time
+    at the end of each part and ``mtbf``, ``mttr``, ``keys`` (V,): failure epochs drawn ``m`` at
+    a time in every lane until one falls past the lane's chunk. Lanes last throughout, the way
+    the recursion reads the result: a binary search of every lane at once finds each epoch's
+    part, and one scatter adds the repairs (the same numbers, in the same order, as searching
+    and scattering one lane at a time, without transposing the parts to lanes first)."""
     n = busy.shape[0]
+    lane = jnp.arange(busy.shape[1])[None, :]
 
     def block(i: jax.Array, after: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The next ``m`` epochs after ``after``: the last of them, and their repairs by part
-        (those past the chunk are dropped)."""
-        k_f, k_r = jax.random.split(jax.random.fold_in(key, i))
-        epochs = after + jnp.cumsum(
-            mtbf * unit_exponential(jax.random.uniform(k_f, (m,), dtype=jnp.float64))
-        )
-        repairs = mttr * unit_exponential(jax.random.uniform(k_r, (m,), dtype=jnp.float64))
-        part = jnp.searchsorted(busy, epochs, side="left")  # the part during which each falls
-        return epochs[-1], jnp.zeros((n,)).at[part].add(repairs, mode="drop")
+        """The next ``m`` epochs after ``after`` (V,): the last of them, and their repairs by
+        part (those past the chunk are dropped)."""
+
+        def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+            k_f, k_r = jax.random.split(jax.random.fold_in(key, i))
+            return (
+                jax.random.uniform(k_f, (m,), dtype=jnp.float64),
+                jax.random.uniform(k_r, (m,), dtype=jnp.float64),
+            )
+
+        u_f, u_r = jax.vmap(draw, out_axes=1)(keys)  # (m, V)
+        epochs = after + jnp.cumsum(mtbf * unit_exponential(u_f), axis=0)
+        repairs = mttr * unit_exponential(u_r)
+        # the part during which each epoch falls: the number of parts that ended before it
+        # (n: past the chunk), by a binary search in every lane at once
+        lo = jnp.zeros(epochs.shape, jnp.int32)
+        hi = jnp.full(epochs.shape, n, jnp.int32)
+        for _ in range(n.bit_length()):
+            mid = (lo + hi) // 2
+            below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
+            lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+        add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
+        return epochs[-1], add
 
     def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
         i, last, col = st
-        last, add = block(i, last)
-        return i + 1, last, col + add
+        go = last <= busy[-1]  # lanes whose chunk is not covered yet
+        new, add = block(i, last)
+        return i + 1, jnp.where(go, new, last), jnp.where(go, col + add, col)
 
-    last, col = block(jnp.asarray(0, jnp.int32), jnp.asarray(0.0))
+    last, col = block(jnp.asarray(0, jnp.int32), jnp.zeros_like(mtbf))
     _, _, col = jax.lax.while_loop(
-        lambda st: st[1] <= busy[-1], more, (jnp.asarray(1, jnp.int32), last, col)
+        lambda st: jnp.any(st[1] <= busy[-1]), more, (jnp.asarray(1, jnp.int32), last, col)
     )
     return col
 
@@ -330,23 +356,34 @@ def _chunk_batch(
     """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
     the recursion runs with lanes last, so that each station's update is one vector op."""
 
-    def draws(p: SerialParams, key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
+    def lane_keys(key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
         k_s, k_d = jax.random.split(jax.random.fold_in(rng_key(key, SERIAL_RNG), j))
-        proc = _unit_samples(model, p, k_s, n) * p.mean
-        down = _downtime(model, p, k_d, proc)
-        serv = proc + down
-        return serv, jnp.where(serv > 0, down / serv, 0.0)
+        return (*_unit_keys(k_s), k_d)
 
-    serv, frac = jax.vmap(draws)(p, keys, s.j)  # (V, n, K)
-    serv, frac = serv.transpose(1, 2, 0), frac.transpose(1, 2, 0)  # (n, K, V)
+    k_u, k_g, k_d = jax.vmap(lane_keys)(keys, s.j)
+    # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
+    proc = [x * p.mean[:, k] for k, x in enumerate(_unit_samples(model, p, k_u, k_g, n))]
+    down = _downtime(model, p, k_d, proc)
+    serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
+    frac_k = [
+        None if d is None else jnp.where(sv > 0, d / sv, 0.0)
+        for sv, d in zip(serv_k, down, strict=True)
+    ]
+    # The scan takes each station's (n, V) array as it is (stacking them into one (n, K, V)
+    # array first is a strided copy of every draw); a step stacks its (K, V) rows.
+    fails = [d is not None for d in down]
+    xs = (tuple(serv_k), tuple(f for f in frac_k if f is not None))
     links = _links(model, p.capacity.T, p.transit.T)
     lo, hi = p.warmup, p.horizon  # (V,)
 
     def body(
-        c: dict[str, jax.Array], x: tuple[jax.Array, jax.Array]
+        c: dict[str, jax.Array], x: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]
     ) -> tuple[dict[str, jax.Array], jax.Array]:
         # Parts beyond the horizon contribute nothing: every statistic is clipped to the window.
-        sv, fr = x
+        sv = jnp.stack(x[0])
+        rows = iter(x[1])
+        zero = jnp.zeros_like(x[0][0])
+        fr = jnp.stack([next(rows) if on else zero for on in fails])
         start_v, comp_v, dep_v, starts = _advance(links, c["d_prev"], c["starts"], sv)
         run = _overlap(start_v, comp_v, lo, hi)
         out, rel = dep_v[-1], start_v[0]
@@ -378,10 +415,15 @@ def _chunk_batch(
         "produced": s.produced.T,
         "last_out": s.last_out,
     }
-    c, leads = jax.lax.scan(body, lanes_last, (serv, frac))  # leads (n, V)
+    c, leads = jax.lax.scan(body, lanes_last, xs)  # leads (n, V)
     v = leads.shape[1]
-    lane = jnp.broadcast_to(jnp.arange(v)[None, :], leads.shape)
-    hist = s.lt_hist.at[lane, lt_bins(leads)].add(jnp.isfinite(leads).astype(jnp.int32))
+    at = jnp.arange(v)[None, :] * LT_BINS + lt_bins(leads)  # in the flattened (V, LT_BINS)
+    hist = (
+        s.lt_hist.reshape(-1)
+        .at[at.ravel()]
+        .add(jnp.isfinite(leads).astype(jnp.int32).ravel())
+        .reshape(s.lt_hist.shape)
+    )
     return SerialState(
         j=s.j + n,
         d_prev=c["d_prev"].T,
@@ -561,13 +603,19 @@ def throughput_of_means(
     """
     k_s, k_d = jax.random.split(rng_key(key, SERIAL_RNG))
     # Unit samples from the file's parameters: every family then scales with its mean.
-    unit = _unit_samples(model, p, k_s, parts)
+    one = jax.tree.map(lambda a: a[None], p)  # a batch of one lane
+    k_u, k_g = _unit_keys(k_s)
+    unit = jnp.stack(_unit_samples(model, one, k_u[None], k_g[None], parts), axis=1)[..., 0]
     base = p
     proc = unit * means
     # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
     # processing time then suffers proportionally more repair time, as E[S] = mean*(1 + mttr/mtbf).
     proc0 = jax.lax.stop_gradient(unit * base.mean)
-    ratio = jax.lax.stop_gradient(_downtime(model, base, k_d, proc0) / proc0)
+    cols = _downtime(model, one, k_d[None], [proc0[:, k, None] for k in range(proc0.shape[1])])
+    down0 = jnp.stack(
+        [jnp.zeros_like(proc0[:, k]) if d is None else d[:, 0] for k, d in enumerate(cols)], axis=1
+    )
+    ratio = jax.lax.stop_gradient(down0 / proc0)
     p = replace(base, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
     down = proc * ratio
     serv = proc + down
