@@ -30,10 +30,11 @@ def test_gamma_matches_scipy(shape: float) -> None:
 
 @pytest.mark.parametrize("per_lane", [30, 3])
 def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch, per_lane: int) -> None:
-    """With one retry slot per round, thousands of variates go through the fallback rounds, lanes
-    needing from none to several rounds: 30 variates per lane (one proposal up front) and 3 (an
-    event's draws in the general engine: two proposals up front)."""
+    """With one retry per lane and round, thousands of variates go through the fallback rounds,
+    lanes needing from none to several rounds: 30 variates per lane (one proposal up front, one
+    group of 30) and 3 (an event's draws in the general engine: two proposals up front)."""
     monkeypatch.setattr(dists, "GAMMA_RETRY_SLOTS", 1 if per_lane > 3 else 4)
+    monkeypatch.setattr(dists, "GAMMA_GROUP", per_lane)
     keys = jax.random.split(jax.random.PRNGKey(3), 61_440 // per_lane)
 
     @jax.jit
@@ -144,6 +145,11 @@ def test_splitmix_uniforms() -> None:
     assert abs(np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]) < 0.01  # successive
     again = np.asarray(dists.uniform(keys[3], (50, 80)))
     assert np.array_equal(again, u[3])
+    # block b: the stream's numbers b * size onwards (the gamma sampler's rounds)
+    run = np.asarray(dists.uniform(keys[3], (3, 4000)))
+    block = jax.jit(lambda b: dists.uniform(keys[3], (4000,), block=b))
+    assert np.array_equal(np.asarray(block(jnp.int32(2))), run[2])
+    assert np.array_equal(run.ravel()[:4000], run[0])
 
 
 def test_uniform_lanes_are_the_same_numbers_lanes_last() -> None:

@@ -8,6 +8,7 @@ disagree on what ``lognormal, mean, cv`` means.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -101,16 +102,19 @@ def _mix64(z: jax.Array) -> jax.Array:
     return z ^ (z >> np.uint64(31))
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def uniform(key: jax.Array, shape: tuple[int, ...], block: jax.Array | int = 0) -> jax.Array:
     """Float64 uniforms on [0, 1) for a large array: SplitMix64 (Steele, Lea & Flood, OOPSLA
     2014; the generator of Java's ``SplittableRandom``; passes TestU01's BigCrush) from a seed
     hashed out of ``key``. Number ``i`` is ``mix64(seed + (i + 1) * golden)``: two 64-bit
     products per number, against Philox's ten rounds for two, so 0.8 instead of 4.5 ns of CPU a
     number on this machine (a serial chunk draws ten per part). Each key's stream starts at its
-    own hashed point of the 2^64 sequence.
+    own hashed point of the 2^64 sequence. ``block`` ``b`` (a traced integer too) gives the
+    stream's numbers ``b * size`` onwards instead: consecutive blocks of one key's stream, for a
+    loop that needs fresh numbers each round without deriving a key for it.
     """
     size = math.prod(shape)
-    bits = _mix64(_seed(key) + (jnp.arange(size, dtype=jnp.uint64) + np.uint64(1)) * _GOLDEN)
+    first = jnp.asarray(block).astype(jnp.uint64) * np.uint64(size) + np.uint64(1)
+    bits = _mix64(_seed(key) + (jnp.arange(size, dtype=jnp.uint64) + first) * _GOLDEN)
     return _unit_from_bits(bits).reshape(shape)
 
 
@@ -282,20 +286,61 @@ def sample(
     raise AssertionError(kind)  # pragma: no cover
 
 
-#: Variates retried per round of the gamma sampler's fallback loop (at least; ``size / 32`` for
-#: large arrays): the few whose first Marsaglia-Tsang proposal was rejected (under 5% for every
-#: shape) are gathered into these slots and get fresh proposals, so a round costs a few variates,
-#: not the whole array.
+#: Up to this many variates, the gamma sampler draws two proposals up front, and each round
+#: of its fallback loop gathers the rejected variates (under 5% of proposals for every shape)
+#: into slots that get fresh proposals (one event's draws in the general engine).
 GAMMA_RETRY_SLOTS = 8
+#: Larger arrays: variates per group of the fallback loop; each round, the first rejected
+#: variate of each group gets a fresh proposal (:func:`_retry_by_group`).
+GAMMA_GROUP = 16
 
 
-def _gamma_uniforms(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """The gamma sampler's uniforms, ``shape`` ending in the variates' axis: SplitMix64
-    (:func:`uniform`, cheaper per number) for more than ``GAMMA_RETRY_SLOTS`` variates, the
-    key's own generator for fewer (one event's draws in the general engine)."""
-    if shape[-1] > GAMMA_RETRY_SLOTS:
+def _gamma_uniforms(key: jax.Array, shape: tuple[int, ...], bulk: bool) -> jax.Array:
+    """The gamma sampler's uniforms: SplitMix64 (:func:`uniform`, cheaper per number) for a large
+    array (``bulk``), the key's own generator for a few variates (one event's draws in the
+    general engine)."""
+    if bulk:
         return uniform(key, shape)
     return jax.random.uniform(key, shape, dtype=jnp.float64)
+
+
+def _retry_by_group(
+    propose: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    key: jax.Array,
+    d: jax.Array,
+    c: jax.Array,
+    val: jax.Array,
+    got: jax.Array,
+) -> jax.Array:
+    """The gamma sampler's fallback loop for a large array: the variates in groups of
+    ``GAMMA_GROUP``, and each round the first rejected variate of each group takes a fresh
+    proposal (block ``i`` of ``key``'s stream in round ``i``; the group is its position in the
+    block). A round is a few
+    elementwise and reduce operations over the array, with no compaction (``nonzero`` costs a
+    prefix sum and a scatter); with under 5% of proposals rejected, a few rounds end the loop.
+    Each variate still takes the first accepted of its own i.i.d. proposals: exact."""
+    n, g = val.shape[0], GAMMA_GROUP
+    groups = -(-n // g)
+
+    def grid(x: jax.Array, fill: float | bool) -> jax.Array:
+        return jnp.pad(x, (0, groups * g - n), constant_values=fill).reshape(groups, g)
+
+    d2, c2, val2, got2 = grid(d, 1.0), grid(c, 1.0), grid(val, 0.0), grid(got, True)
+    pos = jnp.arange(g)[None, :]
+
+    def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        i, val, got = st
+        first = jnp.argmax(~got, axis=1)[:, None]  # (groups, 1); 0 where none is left
+        hit = (pos == first) & ~got
+        dd = jnp.take_along_axis(d2, first, axis=1)[:, 0]
+        cc = jnp.take_along_axis(c2, first, axis=1)[:, 0]
+        new, ok = propose(uniform(key, (2, 1, groups), block=i), dd, cc)
+        return i + 1, jnp.where(hit, new[:, None], val), jnp.where(hit, ok[:, None], got)
+
+    _, val2, _ = jax.lax.while_loop(
+        lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val2, got2)
+    )
+    return val2.reshape(-1)[:n]
 
 
 def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
@@ -308,8 +353,9 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     i.i.d. sequence of proposals is exact whatever the batching, so instead of one loop per
     variate (JAX's, whose per-element key splits were a third of a serial chunk) every variate
     gets one proposal at once from one key (two for arrays of at most ``GAMMA_RETRY_SLOTS``); the
-    rejected ones (acceptance is above 95% for every ``a >= 1``) are gathered into a few slots
-    and get fresh proposals in a loop until none is left. Shapes below 1 use
+    rejected ones (acceptance is above 95% for every ``a >= 1``) get fresh proposals in a loop
+    until none is left: gathered into slots for a few variates, one per group of
+    ``GAMMA_GROUP`` and round for many (:func:`_retry_by_group`). Shapes below 1 use
     ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
     """
     size = tuple(size)
@@ -320,13 +366,10 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     d = a - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * d)
 
-    def propose(
-        k: jax.Array, d: jax.Array, c: jax.Array, m: int = 1
-    ) -> tuple[jax.Array, jax.Array]:
+    def propose(u: jax.Array, d: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The first accepted of ``m`` proposals per variate (its value ``d v``), and whether
-        there was one."""
-        shape2 = (2, m, *d.shape)
-        u = _gamma_uniforms(k, shape2)
+        there was one, from uniforms ``u`` (2, m, *variates)."""
+        m = u.shape[1]
         x = normal_ppf(jnp.clip(u[0], 1e-300, 1.0))  # standard normal (u = 0 as 1e-300)
         v = (1.0 + c * x) ** 3
         ok = (v > 0) & (log(u[1]) < 0.5 * x * x + d - d * v + d * log(jnp.where(v > 0, v, 1.0)))
@@ -335,22 +378,28 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
             val, got = jnp.where(ok[i], d * v[i], val), got | ok[i]
         return val, got
 
-    slots = min(max(GAMMA_RETRY_SLOTS, n // 32), n)
+    few = n <= GAMMA_RETRY_SLOTS
     k_first, k_more, k_boost = jax.random.split(key, 3)
     # A few variates (one event's draws in the general engine) get two proposals up front, so
     # that a batch of them rarely needs a round of the loop at all.
-    val, got = propose(k_first, d, c, 2 if n <= GAMMA_RETRY_SLOTS else 1)
+    val, got = propose(_gamma_uniforms(k_first, (2, 2 if few else 1, n), bulk=not few), d, c)
+    if few:
 
-    def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        i, val, got = st
-        idx = jnp.nonzero(~got, size=slots, fill_value=n)[0]  # n: an empty slot, dropped
-        at = jnp.minimum(idx, n - 1)
-        new, ok = propose(jax.random.fold_in(k_more, i), d[at], c[at])
-        return i + 1, val.at[idx].set(new, mode="drop"), got.at[idx].set(ok, mode="drop")
+        def more(
+            st: tuple[jax.Array, jax.Array, jax.Array],
+        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+            i, val, got = st
+            idx = jnp.nonzero(~got, size=n, fill_value=n)[0]  # n: an empty slot, dropped
+            at = jnp.minimum(idx, n - 1)
+            u = _gamma_uniforms(jax.random.fold_in(k_more, i), (2, 1, n), bulk=False)
+            new, ok = propose(u, d[at], c[at])
+            return i + 1, val.at[idx].set(new, mode="drop"), got.at[idx].set(ok, mode="drop")
 
-    _, val, _ = jax.lax.while_loop(
-        lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
-    )
-    ub = _gamma_uniforms(k_boost, (n,))
+        _, val, _ = jax.lax.while_loop(
+            lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
+        )
+    else:
+        val = _retry_by_group(propose, k_more, d, c, val, got)
+    ub = _gamma_uniforms(k_boost, (n,), bulk=not few)
     out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)
