@@ -48,6 +48,20 @@ def test_gamma_fallback_loop_is_exact(monkeypatch: pytest.MonkeyPatch, per_lane:
     assert stats.kstest(x, stats.gamma(1.0).cdf).pvalue > 1e-3
 
 
+def test_gamma_numbered_pieces_make_the_same_sequence() -> None:
+    """With ``start``, a sequence drawn in pieces of whole groups is the same however it is cut,
+    and still gamma-distributed."""
+    key = dists.rng_key(jax.random.PRNGKey(8), dists.SERIAL_RNG)
+    a = jnp.asarray(1.5)
+    whole = np.asarray(dists.gamma(key, a, (96,), start=jnp.int32(0)))
+    pieces = [dists.gamma(key, a, (n,), start=jnp.int32(at)) for at, n in ((0, 32), (32, 64))]
+    assert np.array_equal(np.concatenate([np.asarray(x) for x in pieces]), whole)
+    x = np.asarray(jax.jit(lambda k: dists.gamma(k, a, (100_000,), start=jnp.int32(0)))(key))
+    assert stats.kstest(x, stats.gamma(1.5).cdf).pvalue > 1e-3
+    with pytest.raises(ValueError, match="whole groups"):
+        dists.gamma(key, a, (40,), start=jnp.int32(0))
+
+
 def test_sample_gamma_has_the_file_mean_and_cv() -> None:
     n = 200_000
     u = jnp.full((n,), 0.5)

@@ -118,16 +118,24 @@ def uniform(key: jax.Array, shape: tuple[int, ...], block: jax.Array | int = 0) 
     return _unit_from_bits(bits).reshape(shape)
 
 
-def uniform_lanes(keys: jax.Array, rows: int, cols: int) -> jax.Array:
+def uniform_lanes(
+    keys: jax.Array, rows: int, cols: int, first_row: jax.Array | int = 0
+) -> jax.Array:
     """:func:`uniform` of shape ``(rows, cols)`` for each of the (V,) ``keys``, laid out as
-    ``(cols, rows, V)``: ``out[c, r, v] == uniform(keys[v], (rows, cols))[r, c]``, the same
-    numbers drawn straight into the layout a batched consumer reads (no transpose)."""
-    idx = (
-        jnp.arange(rows, dtype=jnp.uint64)[None, :] * np.uint64(cols)
-        + jnp.arange(cols, dtype=jnp.uint64)[:, None]
-    )
-    seed = _seed(keys)
-    bits = _mix64(seed[None, None, :] + (idx[:, :, None] + np.uint64(1)) * _GOLDEN)
+    ``(cols, rows, V)``: ``out[c, r, v] == uniform(keys[v], (R, cols))[first_row[v] + r, c]``
+    for any ``R`` long enough, the same numbers drawn straight into the layout a batched
+    consumer reads (no transpose). ``first_row`` (an int or a (V,) array) picks up a stream
+    where an earlier call left it, so that a lane's numbers do not depend on how its rows are
+    split into calls."""
+    row = jnp.asarray(first_row).astype(jnp.uint64) + jnp.arange(rows, dtype=jnp.uint64)[:, None]
+    idx = row[None] * np.uint64(cols) + jnp.arange(cols, dtype=jnp.uint64)[:, None, None]
+    return uniform_at(keys, idx)
+
+
+def uniform_at(keys: jax.Array, index: jax.Array) -> jax.Array:
+    """Number ``index`` (uint64, lanes last: (..., V)) of the :func:`uniform` stream of each of
+    the (V,) ``keys``: a counter-based generator read at any position."""
+    bits = _mix64(_seed(keys) + (index.astype(jnp.uint64) + np.uint64(1)) * _GOLDEN)
     return _unit_from_bits(bits)
 
 
@@ -263,8 +271,10 @@ def sample(
     high: jax.Array,
     values: jax.Array,
     nvalues: jax.Array,
+    start: jax.Array | None = None,
 ) -> jax.Array:
-    """Draw times of one distribution family from uniforms ``u`` (inverse CDF where closed)."""
+    """Draw times of one distribution family from uniforms ``u`` (inverse CDF where closed);
+    gamma draws its own numbers from ``key`` (``start``: see :func:`gamma`)."""
     u = jnp.clip(u, 1e-12, 1.0 - 1e-12)
     match kind:
         case DistKind.DETERMINISTIC:
@@ -275,7 +285,7 @@ def sample(
             s2 = jnp.log1p(cv * cv)
             return jnp.exp(jnp.log(mean) - s2 / 2 + jnp.sqrt(s2) * normal_ppf(u))
         case DistKind.GAMMA:
-            return gamma(key, 1.0 / (cv * cv), u.shape) * mean * cv * cv
+            return gamma(key, 1.0 / (cv * cv), u.shape, start) * mean * cv * cv
         case DistKind.UNIFORM:
             return low + (high - low) * u
         case DistKind.EMPIRICAL:
@@ -306,7 +316,7 @@ def _gamma_uniforms(key: jax.Array, shape: tuple[int, ...], bulk: bool) -> jax.A
 
 def _retry_by_group(
     propose: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
-    key: jax.Array,
+    uniforms: Callable[[jax.Array, int], jax.Array],
     d: jax.Array,
     c: jax.Array,
     val: jax.Array,
@@ -314,8 +324,7 @@ def _retry_by_group(
 ) -> jax.Array:
     """The gamma sampler's fallback loop for a large array: the variates in groups of
     ``GAMMA_GROUP``, and each round the first rejected variate of each group takes a fresh
-    proposal (block ``i`` of ``key``'s stream in round ``i``; the group is its position in the
-    block). A round is a few
+    proposal (``uniforms(i, groups)``, (2, 1, groups), in round ``i``). A round is a few
     elementwise and reduce operations over the array, with no compaction (``nonzero`` costs a
     prefix sum and a scatter); with under 5% of proposals rejected, a few rounds end the loop.
     Each variate still takes the first accepted of its own i.i.d. proposals: exact."""
@@ -334,7 +343,7 @@ def _retry_by_group(
         hit = (pos == first) & ~got
         dd = jnp.take_along_axis(d2, first, axis=1)[:, 0]
         cc = jnp.take_along_axis(c2, first, axis=1)[:, 0]
-        new, ok = propose(uniform(key, (2, 1, groups), block=i), dd, cc)
+        new, ok = propose(uniforms(i, groups), dd, cc)
         return i + 1, jnp.where(hit, new[:, None], val), jnp.where(hit, ok[:, None], got)
 
     _, val2, _ = jax.lax.while_loop(
@@ -343,7 +352,9 @@ def _retry_by_group(
     return val2.reshape(-1)[:n]
 
 
-def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
+def gamma(
+    key: jax.Array, shape: jax.Array, size: tuple[int, ...], start: jax.Array | None = None
+) -> jax.Array:
     """Standard gamma variates (scale 1) of ``shape`` > 0, float64, exactly distributed.
 
     Marsaglia & Tsang (ACM TOMS 26(3), 2000), the method of ``jax.random.gamma``, is a rejection
@@ -357,6 +368,12 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
     until none is left: gathered into slots for a few variates, one per group of
     ``GAMMA_GROUP`` and round for many (:func:`_retry_by_group`). Shapes below 1 use
     ``Gamma(a) = Gamma(a + 1) U^(1/a)``.
+
+    ``start`` (a traced integer) numbers the variates ``start .. start + n - 1`` of a longer
+    sequence drawn in pieces: their uniforms are then read from counter-based streams at those
+    numbers (a retry from its group's number and the round), so the pieces give the same
+    variates however the sequence is cut, as long as every piece holds whole groups of
+    ``GAMMA_GROUP`` (``n`` and ``start`` multiples of it).
     """
     size = tuple(size)
     n = math.prod(size)
@@ -378,8 +395,24 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
             val, got = jnp.where(ok[i], d * v[i], val), got | ok[i]
         return val, got
 
-    few = n <= GAMMA_RETRY_SLOTS
     k_first, k_more, k_boost = jax.random.split(key, 3)
+    if start is not None:
+        if n % GAMMA_GROUP:
+            raise ValueError(f"gamma: {n} variates are not whole groups of {GAMMA_GROUP}")
+        at = jnp.asarray(start).astype(jnp.uint64) + jnp.arange(n, dtype=jnp.uint64)
+        pair = jnp.arange(2, dtype=jnp.uint64)[:, None, None]
+        val, got = propose(uniform_at(k_first, 2 * at[None, None] + pair), d, c)
+
+        def by_number(i: jax.Array, groups: int) -> jax.Array:
+            group = jnp.asarray(start).astype(jnp.uint64) // np.uint64(GAMMA_GROUP)
+            number = group + jnp.arange(groups, dtype=jnp.uint64)
+            first = i.astype(jnp.uint64) << np.uint64(40)
+            return uniform_at(k_more, first + 2 * number[None, None] + pair)
+
+        val = _retry_by_group(propose, by_number, d, c, val, got)
+        ub = uniform_at(k_boost, at)
+        return jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val).reshape(size)
+    few = n <= GAMMA_RETRY_SLOTS
     # A few variates (one event's draws in the general engine) get two proposals up front, so
     # that a batch of them rarely needs a round of the loop at all.
     val, got = propose(_gamma_uniforms(k_first, (2, 2 if few else 1, n), bulk=not few), d, c)
@@ -399,7 +432,9 @@ def gamma(key: jax.Array, shape: jax.Array, size: tuple[int, ...]) -> jax.Array:
             lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
         )
     else:
-        val = _retry_by_group(propose, k_more, d, c, val, got)
+        val = _retry_by_group(
+            propose, lambda i, g: uniform(k_more, (2, 1, g), block=i), d, c, val, got
+        )
     ub = _gamma_uniforms(k_boost, (n,), bulk=not few)
     out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)

@@ -30,7 +30,15 @@ from numpy.typing import NDArray
 
 from physics.process import kpi
 from physics.process.devices import lane_devices
-from physics.process.dists import SERIAL_RNG, rng_key, sample, uniform_lanes, unit_exponential
+from physics.process.dists import (
+    GAMMA_GROUP,
+    SERIAL_RNG,
+    rng_key,
+    sample,
+    uniform_at,
+    uniform_lanes,
+    unit_exponential,
+)
 from physics.process.model import LT_BINS, check_horizon, lt_bins
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
@@ -151,29 +159,37 @@ def build_serial(
     return model, params
 
 
-def _unit_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The keys of a chunk's uniforms and of its gamma variates, from its sampling key."""
-    k_u, k_g = jax.random.split(key)
-    return k_u, k_g
+#: A chunk holds whole groups of this many parts: the groups of ``dists.gamma``'s retries.
+GROUP = GAMMA_GROUP
+
+
+def _lane_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A lane's three streams, from its raw key: processing-time uniforms, gamma variates and
+    failures. Every draw is a pure function of the lane's key and the number of the part (or
+    failure) it is for, never of the chunk it falls in."""
+    k_u, k_g, k_f = jax.random.split(rng_key(key, SERIAL_RNG), 3)
+    return k_u, k_g, k_f
 
 
 def _unit_samples(
-    model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, n: int
+    model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, j: jax.Array, n: int
 ) -> list[jax.Array]:
-    """Processing times divided by their means, one (n, V) array per station (lanes last, as the
-    recursion reads them): the random part, independent of the means for scale families, so
-    that gradients with respect to the means are pathwise. ``p`` has a leading lane axis V and
-    ``k_u``, ``k_g`` are (V,) keys (:func:`_unit_keys`); part ``i`` of station ``k`` in lane
-    ``v`` takes number ``(i, k)`` of ``uniform(k_u[v], (n, K))``, drawn straight into this
-    layout (``dists.uniform_lanes``)."""
-    u = uniform_lanes(k_u, n, len(model.kinds))  # (K, n, V)
+    """Processing times divided by their means of parts ``j .. j + n - 1``, one (n, V) array per
+    station (lanes last, as the recursion reads them): the random part, independent of the means
+    for scale families, so that gradients with respect to the means are pathwise. ``p`` has a
+    leading lane axis V; ``k_u``, ``k_g`` (V,) and ``j`` (V,) come from :func:`_lane_keys` and
+    the state. Part ``J`` of station ``k`` takes number ``J * K + k`` of the lane's ``k_u``
+    stream (``dists.uniform_lanes``), and a gamma station's variates are numbered by part too
+    (``dists.gamma``'s ``start``). So a lane's draws are the same however its parts are split
+    into chunks (``n`` and ``j`` multiples of :data:`GROUP`)."""
+    u = uniform_lanes(k_u, n, len(model.kinds), first_row=j)  # (K, n, V)
     cols = []
     for k, kind in enumerate(model.kinds):
         args = (p.mean[:, k], p.cv[:, k], p.low[:, k], p.high[:, k], p.values[:, k])
-        if kind == DistKind.GAMMA:  # a rejection sampler: one lane at a time, its own key
-            one = jax.vmap(partial(sample, kind), in_axes=(None, 0, 0, 0, 0, 0, 0, 0))
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
-            x = one(jnp.zeros((n,)), keys, *args, p.nvalues[:, k]).T  # (V, n) -> (n, V)
+        if kind == DistKind.GAMMA:  # a rejection sampler, one lane at a time
+            station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
+            one = jax.vmap(partial(sample, kind, jnp.zeros((n,))))
+            x = one(station, *args, p.nvalues[:, k], j).T  # (V, n) -> (n, V)
         else:  # elementwise: the per-lane parameters broadcast over the parts
             x = sample(kind, u[k], k_g, *args, p.nvalues[:, k])
         cols.append(x / p.mean[:, k])
@@ -181,56 +197,70 @@ def _unit_samples(
 
 
 def _downtime(
-    model: SerialModel, p: SerialParams, keys: jax.Array, proc: list[jax.Array]
-) -> list[jax.Array | None]:
+    model: SerialModel,
+    p: SerialParams,
+    k_f: jax.Array,
+    proc: list[jax.Array],
+    since: jax.Array,
+    count: jax.Array,
+) -> tuple[list[jax.Array | None], jax.Array, jax.Array]:
     """Repair time accumulated by each part while processing ``proc`` (one (n, V) array per
-    station, lanes last; ``keys`` (V,)) under operation-mode failures, None where a station
-    has none.
+    station, lanes last; ``k_f`` (V,) the lanes' failure streams) under operation-mode failures,
+    None where a station has none; and the failure clocks after the chunk.
 
-    In operation mode a station's failures form a Poisson process in *busy time*. For each failing
-    station the chunk draws its failure epochs on the cumulative busy time of the chunk's parts,
-    a block of a few at a time (about the expected number plus four standard deviations) until
-    one falls past the chunk's end (a loop that rarely runs), and gives each part the repairs
-    (exponential, mean ``mttr``) whose epochs fall in its own busy interval. Exact whatever the
-    failure rate, memoryless across chunks, and it needs O(failures) random numbers, not
-    O(parts x failures).
+    In operation mode a station's failures form a Poisson process in *busy time*: failure ``f``
+    of a station comes ``X_f`` (exponential, mean ``mtbf``) seconds of busy time after failure
+    ``f - 1`` and takes ``R_f`` (exponential, mean ``mttr``) to repair, both read from the lane's
+    stream at ``f``. ``since`` (busy time since the last failure) and ``count`` (failures so far),
+    (V, K), carry the clock from one chunk to the next, so a lane's failures do not depend on
+    how its parts are split into chunks. For each failing station the chunk draws epochs a block
+    of a few at a time (about the expected number plus four standard deviations) until one falls
+    past the chunk's end (a loop that rarely runs), and gives each part the repairs whose epochs
+    fall in its own busy interval: exact whatever the failure rate, and O(failures) random
+    numbers, not O(parts x failures).
     """
     m = _failure_block(proc[0].shape[0], model.fail_rate)
     out: list[jax.Array | None] = [None] * len(proc)
     cols = [k for k, f in enumerate(model.fails) if f]
     for c, k in enumerate(cols):
-        station_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, c)
+        station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_f, c)
         busy = jnp.cumsum(proc[k], axis=0)
-        out[k] = _repairs_by_part(busy, p.mtbf[:, k], p.mttr[:, k], station_keys, m)
-    return out
+        col, since_k, count_k = _repairs_by_part(
+            busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k]
+        )
+        out[k] = col
+        since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
+    return out, since, count
 
 
 def _repairs_by_part(
-    busy: jax.Array, mtbf: jax.Array, mttr: jax.Array, keys: jax.Array, m: int
-) -> jax.Array:
+    busy: jax.Array,
+    mtbf: jax.Array,
+    mttr: jax.Array,
+    keys: jax.Array,
+    m: int,
+    since: jax.Array,
+    count: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Repair time of each part of a chunk (n, V), ``busy`` (n, V) being the station's busy time
-    at the end of each part and ``mtbf``, ``mttr``, ``keys`` (V,): failure epochs drawn ``m`` at
-    a time in every lane until one falls past the lane's chunk. Lanes last throughout, the way
-    the recursion reads the result: a binary search of every lane at once finds each epoch's
-    part, and one scatter adds the repairs (the same numbers, in the same order, as searching
-    and scattering one lane at a time, without transposing the parts to lanes first)."""
+    at the end of each part and ``mtbf``, ``mttr``, ``keys``, ``since``, ``count`` (V,): failure
+    epochs drawn ``m`` at a time in every lane until one falls past the lane's chunk; with the
+    clock after the chunk. Lanes last throughout, the way the recursion reads the result: a
+    binary search of every lane at once finds each epoch's part, and one scatter adds the
+    repairs."""
     n = busy.shape[0]
     lane = jnp.arange(busy.shape[1])[None, :]
+    end = busy[-1]
+    t = jnp.arange(m, dtype=jnp.int32)[:, None]
 
-    def block(i: jax.Array, after: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The next ``m`` epochs after ``after`` (V,): the last of them, and their repairs by
-        part (those past the chunk are dropped)."""
-
-        def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-            k_f, k_r = jax.random.split(jax.random.fold_in(key, i))
-            return (
-                jax.random.uniform(k_f, (m,), dtype=jnp.float64),
-                jax.random.uniform(k_r, (m,), dtype=jnp.float64),
-            )
-
-        u_f, u_r = jax.vmap(draw, out_axes=1)(keys)  # (m, V)
-        epochs = after + jnp.cumsum(mtbf * unit_exponential(u_f), axis=0)
-        repairs = mttr * unit_exponential(u_r)
+    def block(i: jax.Array, after: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Failures ``count + i m ..`` (``m`` of them), the first coming after ``after`` (V,):
+        the last epoch, the repairs by part (those past the chunk are dropped), and how many
+        fell in the chunk and the last of those."""
+        f = (count + i * m + t).astype(jnp.uint64)  # (m, V) failure numbers
+        gaps = mtbf * unit_exponential(uniform_at(keys, 2 * f))
+        repairs = mttr * unit_exponential(uniform_at(keys, 2 * f + 1))
+        epochs = after + jnp.cumsum(gaps, axis=0)
         # the part during which each epoch falls: the number of parts that ended before it
         # (n: past the chunk), by a binary search in every lane at once
         lo = jnp.zeros(epochs.shape, jnp.int32)
@@ -240,19 +270,31 @@ def _repairs_by_part(
             below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
             lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
         add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
-        return epochs[-1], add
+        inside = epochs <= end
+        last_in = jnp.max(jnp.where(inside, epochs, -jnp.inf), axis=0)
+        return epochs[-1], add, jnp.sum(inside, axis=0, dtype=jnp.int32), last_in
 
-    def more(st: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        i, last, col = st
-        go = last <= busy[-1]  # lanes whose chunk is not covered yet
-        new, add = block(i, last)
-        return i + 1, jnp.where(go, new, last), jnp.where(go, col + add, col)
+    Carry = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
 
-    last, col = block(jnp.asarray(0, jnp.int32), jnp.zeros_like(mtbf))
-    _, _, col = jax.lax.while_loop(
-        lambda st: jnp.any(st[1] <= busy[-1]), more, (jnp.asarray(1, jnp.int32), last, col)
+    def more(st: Carry) -> Carry:
+        i, last, col, k, last_in = st
+        go = last <= end  # lanes whose chunk is not covered yet
+        new, add, k_add, l_add = block(i, last)
+        return (
+            i + 1,
+            jnp.where(go, new, last),
+            jnp.where(go, col + add, col),
+            jnp.where(go, k + k_add, k),
+            jnp.where(go, jnp.maximum(last_in, l_add), last_in),
+        )
+
+    zero = jnp.asarray(0, jnp.int32)
+    last, col, k, last_in = block(zero, -since)
+    _, _, col, k, last_in = jax.lax.while_loop(
+        lambda st: jnp.any(st[1] <= end), more, (zero + 1, last, col, k, last_in)
     )
-    return col
+    since = jnp.where(k > 0, end - last_in, since + end)
+    return col, since, count + k
 
 
 def _failure_block(n: int, fail_rate: float) -> int:
@@ -267,6 +309,8 @@ def _failure_block(n: int, fail_rate: float) -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SerialState:
     j: jax.Array  # () parts started at station 1 so far
+    fail_since: jax.Array  # (K,) busy time since each station's last failure (operation mode)
+    fail_count: jax.Array  # (K,) failures so far
     d_prev: jax.Array  # (K,) departure of the previous part from each station
     starts: jax.Array  # (K, ring - 1) start times of the last parts, newest first (-inf: none)
     # window statistics, as in engine.State
@@ -286,6 +330,8 @@ def _init_state(model: SerialModel) -> SerialState:
     f = jnp.float64
     return SerialState(
         j=jnp.asarray(0, jnp.int32),
+        fail_since=jnp.zeros((k,), f),
+        fail_count=jnp.zeros((k,), jnp.int32),
         d_prev=jnp.zeros((k,), f),
         starts=jnp.full((k, model.ring - 1), NEG, f),
         delivered=jnp.asarray(0, jnp.int32),
@@ -356,14 +402,11 @@ def _chunk_batch(
     """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
     the recursion runs with lanes last, so that each station's update is one vector op."""
 
-    def lane_keys(key: jax.Array, j: jax.Array) -> tuple[jax.Array, ...]:
-        k_s, k_d = jax.random.split(jax.random.fold_in(rng_key(key, SERIAL_RNG), j))
-        return (*_unit_keys(k_s), k_d)
-
-    k_u, k_g, k_d = jax.vmap(lane_keys)(keys, s.j)
+    k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
-    proc = [x * p.mean[:, k] for k, x in enumerate(_unit_samples(model, p, k_u, k_g, n))]
-    down = _downtime(model, p, k_d, proc)
+    units = _unit_samples(model, p, k_u, k_g, s.j, n)
+    proc = [x * p.mean[:, k] for k, x in enumerate(units)]
+    down, fail_since, fail_count = _downtime(model, p, k_f, proc, s.fail_since, s.fail_count)
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
     frac_k = [
         None if d is None else jnp.where(sv > 0, d / sv, 0.0)
@@ -426,6 +469,8 @@ def _chunk_batch(
     )
     return SerialState(
         j=s.j + n,
+        fail_since=fail_since,
+        fail_count=fail_count,
         d_prev=c["d_prev"].T,
         starts=c["starts"].transpose(2, 0, 1),
         delivered=c["delivered"],
@@ -450,18 +495,21 @@ def run(
 ) -> SerialState:
     """Run a batch (leading axis on params and keys) until every lane has passed its horizon.
 
-    ``chunk`` parts are drawn and pushed through per jitted call (each chunk's random numbers are
-    keyed by the lane and its first part, so a lane's results depend on ``chunk`` but not on the
-    rest of the batch): by default 128 on a CPU (the per-chunk sample arrays stay in cache; with
-    512 lanes per device, 5-7 % faster than 64 and 30 % faster than 256) and 1,024 on an
-    accelerator (fewer launches). A large batch on a CPU with several cores is split into one
+    ``chunk`` parts (a multiple of :data:`GROUP`) are drawn and pushed through per jitted call:
+    by default 128 on a CPU (the per-chunk sample arrays stay in cache; with 512 lanes per
+    device, 30 % faster than 256) and 1,024 on an accelerator (fewer launches). A lane's random
+    numbers are keyed by the lane and the number of each part (and failure), so its results
+    depend neither on ``chunk`` nor on the rest of the batch (a CPU's 128-part chunks and a
+    GPU's 1,024 draw the same numbers for the same seed). A large batch on a CPU with several cores is split into one
     group of lanes per core (``physics.process.devices``), each run in its own thread on its own
     device; the statistics over the window are the same as in one batch.
     """
     v = keys.shape[0]
     devices = lane_devices(v, params)
-    if chunk is None:  # never from the batch size: a lane's random numbers depend on it
+    if chunk is None:
         chunk = 128 if jax.default_backend() == "cpu" else 1024
+    if chunk <= 0 or chunk % GROUP:
+        raise ValueError(f"chunk must be a positive multiple of {GROUP} parts, not {chunk}")
     if not devices:
         return _run_lanes(model, params, keys, chunk, progress)
     edges = [v * i // len(devices) for i in range(len(devices) + 1)]  # lanes of device i
@@ -601,19 +649,25 @@ def throughput_of_means(
     (``E[S] = mean * (1 + mttr/mtbf)``); the chance that one more failure starts or ends a
     blocking period is not differentiated (a first-order approximation on lines with failures).
     """
-    k_s, k_d = jax.random.split(rng_key(key, SERIAL_RNG))
-    # Unit samples from the file's parameters: every family then scales with its mean.
+    # The same draws as a run of this lane (its parts 0 .. parts - 1), from the file's parameters:
+    # every family then scales with its mean.
     one = jax.tree.map(lambda a: a[None], p)  # a batch of one lane
-    k_u, k_g = _unit_keys(k_s)
-    unit = jnp.stack(_unit_samples(model, one, k_u[None], k_g[None], parts), axis=1)[..., 0]
+    k_u, k_g, k_f = (k[None] for k in _lane_keys(key))
+    drawn = -(-parts // GROUP) * GROUP  # whole gamma groups
+    j0 = jnp.zeros((1,), jnp.int32)
+    unit = jnp.stack(_unit_samples(model, one, k_u, k_g, j0, drawn), axis=1)[:parts, :, 0]
     base = p
     proc = unit * means
     # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
     # processing time then suffers proportionally more repair time, as E[S] = mean*(1 + mttr/mtbf).
     proc0 = jax.lax.stop_gradient(unit * base.mean)
-    cols = _downtime(model, one, k_d[None], [proc0[:, k, None] for k in range(proc0.shape[1])])
+    k = proc0.shape[1]
+    zeros = jnp.zeros((1, k))
+    cols, _, _ = _downtime(
+        model, one, k_f, [proc0[:, i, None] for i in range(k)], zeros, zeros.astype(jnp.int32)
+    )
     down0 = jnp.stack(
-        [jnp.zeros_like(proc0[:, k]) if d is None else d[:, 0] for k, d in enumerate(cols)], axis=1
+        [jnp.zeros_like(proc0[:, i]) if d is None else d[:, 0] for i, d in enumerate(cols)], axis=1
     )
     ratio = jax.lax.stop_gradient(down0 / proc0)
     p = replace(base, mean=means, warmup=jnp.asarray(-1.0), horizon=jnp.asarray(jnp.inf))
