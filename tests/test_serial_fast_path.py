@@ -99,6 +99,15 @@ def test_results_do_not_depend_on_the_chunk_size() -> None:
         serial.run(model, pb, keys, chunk=40)
 
 
+def test_running_sum_is_a_cumulative_sum() -> None:
+    """The failure clocks' busy time, summed in blocks lanes last, is ``cumsum`` up to rounding."""
+    x = np.random.default_rng(4).exponential(20.0, (128, 7))
+    got = np.asarray(serial._running_sum(jax.numpy.asarray(x)))
+    assert np.allclose(got, np.cumsum(x, axis=0), rtol=1e-13, atol=0)
+    odd = np.asarray(serial._running_sum(jax.numpy.asarray(x[:40])))  # not whole blocks
+    assert np.allclose(odd, np.cumsum(x[:40], axis=0), rtol=1e-13, atol=0)
+
+
 def test_conveyor_transit_in_fast_path() -> None:
     spec = parse_line(
         """

@@ -171,13 +171,11 @@ def _lane_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return k_u, k_g, k_f
 
 
-def _unit_samples(
+def _samples(
     model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, j: jax.Array, n: int
 ) -> list[jax.Array]:
-    """Processing times divided by their means of parts ``j .. j + n - 1``, one (n, V) array per
-    station (lanes last, as the recursion reads them): the random part, independent of the means
-    for scale families, so that gradients with respect to the means are pathwise. ``p`` has a
-    leading lane axis V; ``k_u``, ``k_g`` (V,) and ``j`` (V,) come from :func:`_lane_keys` and
+    """Processing times of parts ``j .. j + n - 1``, one (n, V) array per station (lanes last,
+    as the recursion reads them). ``p`` has a leading lane axis V; ``k_u``, ``k_g`` (V,) and ``j`` (V,) come from :func:`_lane_keys` and
     the state. Part ``J`` of station ``k`` takes number ``J * K + k`` of the lane's ``k_u``
     stream (``dists.uniform_lanes``), and a gamma station's variates are numbered by part too
     (``dists.gamma``'s ``start``). So a lane's draws are the same however its parts are split
@@ -192,7 +190,7 @@ def _unit_samples(
             x = one(station, *args, p.nvalues[:, k], j).T  # (V, n) -> (n, V)
         else:  # elementwise: the per-lane parameters broadcast over the parts
             x = sample(kind, u[k], k_g, *args, p.nvalues[:, k])
-        cols.append(x / p.mean[:, k])
+        cols.append(x)
     return cols
 
 
@@ -224,13 +222,33 @@ def _downtime(
     cols = [k for k, f in enumerate(model.fails) if f]
     for c, k in enumerate(cols):
         station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_f, c)
-        busy = jnp.cumsum(proc[k], axis=0)
+        busy = _running_sum(proc[k])
         col, since_k, count_k = _repairs_by_part(
             busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k]
         )
         out[k] = col
         since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
     return out, since, count
+
+
+def _running_sum(x: jax.Array, block: int = 16) -> jax.Array:
+    """``jnp.cumsum(x, axis=0)`` of a (n, V) array, lanes last: sums within blocks of ``block``
+    parts, then the blocks' totals carried along. ``jnp.cumsum`` made XLA:CPU transpose the
+    array to put the lanes first and run a tree of reduce-windows (0.4 ms a failing station of
+    a 512 x 128 chunk, 0.1 here); the order of the additions differs, so the sums may differ
+    in the last bits."""
+    n = x.shape[0]
+    if n % block:
+        return jnp.cumsum(x, axis=0)
+    b = x.reshape(n // block, block, *x.shape[1:])
+    rows = [b[:, 0]]
+    for i in range(1, block):
+        rows.append(rows[-1] + b[:, i])
+    within = jnp.stack(rows, axis=1)  # (blocks, block, V)
+    offset = [jnp.zeros_like(within[0, -1])]
+    for t in within[:-1, -1]:
+        offset.append(offset[-1] + t)
+    return (within + jnp.stack(offset)[:, None]).reshape(x.shape)
 
 
 def _repairs_by_part(
@@ -404,8 +422,7 @@ def _chunk_batch(
 
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
-    units = _unit_samples(model, p, k_u, k_g, s.j, n)
-    proc = [x * p.mean[:, k] for k, x in enumerate(units)]
+    proc = _samples(model, p, k_u, k_g, s.j, n)
     down, fail_since, fail_count = _downtime(model, p, k_f, proc, s.fail_since, s.fail_count)
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
     frac_k = [
@@ -655,7 +672,10 @@ def throughput_of_means(
     k_u, k_g, k_f = (k[None] for k in _lane_keys(key))
     drawn = -(-parts // GROUP) * GROUP  # whole gamma groups
     j0 = jnp.zeros((1,), jnp.int32)
-    unit = jnp.stack(_unit_samples(model, one, k_u, k_g, j0, drawn), axis=1)[:parts, :, 0]
+    # Divided by their means: the random part, independent of the means for scale families, so
+    # that gradients with respect to the means are pathwise.
+    proc1 = jnp.stack(_samples(model, one, k_u, k_g, j0, drawn), axis=1)[:parts, :, 0]
+    unit = proc1 / p.mean
     base = p
     proc = unit * means
     # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
