@@ -175,8 +175,8 @@ def _samples(
     model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, j: jax.Array, n: int
 ) -> list[jax.Array]:
     """Processing times of parts ``j .. j + n - 1``, one (n, V) array per station (lanes last,
-    as the recursion reads them). ``p`` has a leading lane axis V; ``k_u``, ``k_g`` (V,) and ``j`` (V,) come from :func:`_lane_keys` and
-    the state. Part ``J`` of station ``k`` takes number ``J * K + k`` of the lane's ``k_u``
+    as the recursion reads them). ``p`` has a leading lane axis V; ``k_u``, ``k_g`` (V,) come
+    from :func:`_lane_keys` and ``j`` (V,) from the state. Part ``J`` of station ``k`` takes number ``J * K + k`` of the lane's ``k_u``
     stream (``dists.uniform_lanes``), and a gamma station's variates are numbered by part too
     (``dists.gamma``'s ``start``). So a lane's draws are the same however its parts are split
     into chunks (``n`` and ``j`` multiples of :data:`GROUP`)."""
