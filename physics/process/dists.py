@@ -411,30 +411,30 @@ def gamma(
 
         val = _retry_by_group(propose, by_number, d, c, val, got)
         ub = uniform_at(k_boost, at)
-        return jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val).reshape(size)
-    few = n <= GAMMA_RETRY_SLOTS
-    # A few variates (one event's draws in the general engine) get two proposals up front, so
-    # that a batch of them rarely needs a round of the loop at all.
-    val, got = propose(_gamma_uniforms(k_first, (2, 2 if few else 1, n), bulk=not few), d, c)
-    if few:
-
-        def more(
-            st: tuple[jax.Array, jax.Array, jax.Array],
-        ) -> tuple[jax.Array, jax.Array, jax.Array]:
-            i, val, got = st
-            idx = jnp.nonzero(~got, size=n, fill_value=n)[0]  # n: an empty slot, dropped
-            at = jnp.minimum(idx, n - 1)
-            u = _gamma_uniforms(jax.random.fold_in(k_more, i), (2, 1, n), bulk=False)
-            new, ok = propose(u, d[at], c[at])
-            return i + 1, val.at[idx].set(new, mode="drop"), got.at[idx].set(ok, mode="drop")
-
-        _, val, _ = jax.lax.while_loop(
-            lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
-        )
     else:
-        val = _retry_by_group(
-            propose, lambda i, g: uniform(k_more, (2, 1, g), block=i), d, c, val, got
-        )
-    ub = _gamma_uniforms(k_boost, (n,), bulk=not few)
+        few = n <= GAMMA_RETRY_SLOTS
+        # A few variates (one event's draws in the general engine) get two proposals up front,
+        # so that a batch of them rarely needs a round of the loop at all.
+        val, got = propose(_gamma_uniforms(k_first, (2, 2 if few else 1, n), bulk=not few), d, c)
+        if few:
+
+            def more(
+                st: tuple[jax.Array, jax.Array, jax.Array],
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                i, val, got = st
+                idx = jnp.nonzero(~got, size=n, fill_value=n)[0]  # n: an empty slot, dropped
+                at = jnp.minimum(idx, n - 1)
+                u = _gamma_uniforms(jax.random.fold_in(k_more, i), (2, 1, n), bulk=False)
+                new, ok = propose(u, d[at], c[at])
+                return i + 1, val.at[idx].set(new, mode="drop"), got.at[idx].set(ok, mode="drop")
+
+            _, val, _ = jax.lax.while_loop(
+                lambda st: ~jnp.all(st[2]), more, (jnp.asarray(0, jnp.int32), val, got)
+            )
+        else:
+            val = _retry_by_group(
+                propose, lambda i, g: uniform(k_more, (2, 1, g), block=i), d, c, val, got
+            )
+        ub = _gamma_uniforms(k_boost, (n,), bulk=not few)
     out = jnp.where(boost, val * jnp.exp(log(1.0 - ub) / shape), val)
     return out.reshape(size)

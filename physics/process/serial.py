@@ -176,10 +176,11 @@ def _samples(
 ) -> list[jax.Array]:
     """Processing times of parts ``j .. j + n - 1``, one (n, V) array per station (lanes last,
     as the recursion reads them). ``p`` has a leading lane axis V; ``k_u``, ``k_g`` (V,) come
-    from :func:`_lane_keys` and ``j`` (V,) from the state. Part ``J`` of station ``k`` takes number ``J * K + k`` of the lane's ``k_u``
-    stream (``dists.uniform_lanes``), and a gamma station's variates are numbered by part too
-    (``dists.gamma``'s ``start``). So a lane's draws are the same however its parts are split
-    into chunks (``n`` and ``j`` multiples of :data:`GROUP`)."""
+    from :func:`_lane_keys` and ``j`` (V,) from the state. Part ``J`` of station ``k`` takes
+    number ``J * K + k`` of the lane's ``k_u`` stream (``dists.uniform_lanes``), and a gamma
+    station's variates are numbered by part too (``dists.gamma``'s ``start``). So a lane's draws
+    are the same however its parts are split into chunks (``n`` and ``j`` multiples of
+    :data:`GROUP`)."""
     u = uniform_lanes(k_u, n, len(model.kinds), first_row=j)  # (K, n, V)
     cols = []
     for k, kind in enumerate(model.kinds):
@@ -517,9 +518,10 @@ def run(
     device, 30 % faster than 256) and 1,024 on an accelerator (fewer launches). A lane's random
     numbers are keyed by the lane and the number of each part (and failure), so its results
     depend neither on ``chunk`` nor on the rest of the batch (a CPU's 128-part chunks and a
-    GPU's 1,024 draw the same numbers for the same seed). A large batch on a CPU with several cores is split into one
-    group of lanes per core (``physics.process.devices``), each run in its own thread on its own
-    device; the statistics over the window are the same as in one batch.
+    GPU's 1,024 draw the same numbers for the same seed). A large batch on a CPU with several
+    cores is split into one group of lanes per core (``physics.process.devices``), each run in
+    its own thread on its own device; the statistics over the window are the same as in one
+    batch.
     """
     v = keys.shape[0]
     devices = lane_devices(v, params)
