@@ -682,7 +682,7 @@ def throughput_of_means(
     proc = unit * means
     # Downtime per unit of processing, sampled at the file's means and held on the path: a longer
     # processing time then suffers proportionally more repair time, as E[S] = mean*(1 + mttr/mtbf).
-    proc0 = jax.lax.stop_gradient(unit * base.mean)
+    proc0 = jax.lax.stop_gradient(proc1)
     k = proc0.shape[1]
     zeros = jnp.zeros((1, k))
     cols, _, _ = _downtime(
