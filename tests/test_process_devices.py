@@ -61,9 +61,8 @@ print(json.dumps(out))
 """
 
 
-def _start(count: int) -> subprocess.Popen[str]:
-    env = {**os.environ, devices.ENV: str(count), "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
+def _start(count: int, flags: str = "") -> subprocess.Popen[str]:
+    env = {**os.environ, devices.ENV: str(count), "PYTHONPATH": str(ROOT), "XLA_FLAGS": flags}
     return subprocess.Popen(
         [sys.executable, "-c", SCRIPT],
         cwd=ROOT,
@@ -82,36 +81,55 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, object]:
 
 
 def test_a_batch_spread_over_cores_gives_the_same_results() -> None:
-    procs = [_start(1), _start(2)]  # side by side: each mostly compiles
-    one, two = (_result(p) for p in procs)
+    # side by side (each mostly compiles); the third with XLA:CPU's default 256-bit vectors,
+    # where configure() asks for 512 on this CPU
+    procs = [_start(1), _start(2), _start(1, "--xla_cpu_prefer_vector_width=256")]
+    one, two, narrow = (_result(p) for p in procs)
     assert one["devices"] == 0 and two["devices"] == 2  # the second really was spread
     for engine in ("serial", "general"):
-        a, b = one[engine], two[engine]
-        assert isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            assert np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        a = one[engine]
+        for other in (two[engine], narrow[engine]):
+            assert isinstance(a, list) and isinstance(other, list) and len(a) == len(other)
+            for x, y in zip(a, other, strict=True):
+                assert np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
 
 
+COUNT = "--xla_force_host_platform_device_count"
+WIDE = "--xla_cpu_prefer_vector_width=512"
+
+
+@pytest.mark.parametrize("avx512", [False, True])
 @pytest.mark.parametrize(
     ("flags", "env", "expected"),
     [
-        ("", "", f"--xla_force_host_platform_device_count={min(os.cpu_count() or 1, 8)}"),
-        ("", "3", "--xla_force_host_platform_device_count=3"),
+        ("", "", f"{COUNT}={min(os.cpu_count() or 1, 8)}"),
+        ("", "3", f"{COUNT}=3"),
         ("", "1", ""),
-        (
-            "--xla_force_host_platform_device_count=5",
-            "3",
-            "--xla_force_host_platform_device_count=5",
-        ),
+        (f"{COUNT}=5", "3", f"{COUNT}=5"),
+        ("--xla_cpu_prefer_vector_width=256", "1", "--xla_cpu_prefer_vector_width=256"),
     ],
 )
-def test_configure_sets_the_flag_unless_told(
-    monkeypatch: pytest.MonkeyPatch, flags: str, env: str, expected: str
+def test_configure_sets_the_flags_unless_told(
+    monkeypatch: pytest.MonkeyPatch, flags: str, env: str, expected: str, avx512: bool
 ) -> None:
     monkeypatch.setenv("XLA_FLAGS", flags)
     monkeypatch.setenv(devices.ENV, env)
+    monkeypatch.setattr(devices, "has_avx512", lambda: avx512)
     devices.configure()
-    assert os.environ["XLA_FLAGS"] == (expected if (os.cpu_count() or 1) > 1 or env else flags)
+    if (os.cpu_count() or 1) == 1 and not env:
+        expected = flags
+    if avx512 and "vector_width" not in flags:  # added first, before the device count
+        expected = f"{flags} {WIDE}".strip() if COUNT in flags else f"{WIDE} {expected}".strip()
+    assert os.environ["XLA_FLAGS"] == expected
+
+
+def test_avx512_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512dq\n")
+    assert devices.has_avx512(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_bf16\n")
+    assert not devices.has_avx512(str(info))  # an extension is not the foundation
+    assert not devices.has_avx512(str(tmp_path / "missing"))
 
 
 def test_a_bad_device_count_is_named_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
