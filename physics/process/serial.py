@@ -535,6 +535,7 @@ def run(
     done = [0.0] * len(devices)
     results: list[SerialState | BaseException | None] = [None] * len(devices)
     lock = threading.Lock()
+    host_p, host_k = jax.tree.map(np.asarray, (params, keys))
 
     def work(i: int) -> None:
         def prog(f: float) -> None:
@@ -545,8 +546,9 @@ def run(
 
         sl = slice(edges[i], edges[i + 1])
         try:
-            p = jax.device_put(jax.tree.map(lambda a: a[sl], params), devices[i])
-            results[i] = _run_lanes(model, p, jax.device_put(keys[sl], devices[i]), chunk, prog)
+            # sliced on the host (one XLA dispatch per array and device would cost more)
+            p, k = jax.device_put(jax.tree.map(lambda a: a[sl], (host_p, host_k)), devices[i])
+            results[i] = _run_lanes(model, p, k, chunk, prog)
         except BaseException as exc:  # re-raised by the caller's thread
             results[i] = exc
 
@@ -559,9 +561,15 @@ def run(
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    states = [jax.device_put(r, devices[0]) for r in results]
-    merged: SerialState = jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
-    return merged
+    merged = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *results)
+    out: SerialState = jax.device_put(merged, devices[0])
+    return out
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _init_batch(model: SerialModel, keys: jax.Array) -> SerialState:
+    """The initial state of every lane, made where ``keys`` are (one compiled call)."""
+    return jax.vmap(lambda _: _init_state(model))(keys)
 
 
 def _run_lanes(
@@ -571,8 +579,7 @@ def _run_lanes(
     chunk: int,
     progress: Callable[[float], None] | None,
 ) -> SerialState:
-    v = keys.shape[0]
-    s: SerialState = jax.vmap(lambda _: _init_state(model))(jnp.arange(v))
+    s: SerialState = _init_batch(model, keys)
     horizon = np.asarray(params.horizon)
     while True:
         s = _chunk_batch(model, chunk, params, s, keys)
