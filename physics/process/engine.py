@@ -42,6 +42,7 @@ from physics.process.model import (
     LT_BINS,
     Model,
     Params,
+    add_lead_times,
     lt_bins,
 )
 from scenes.errors import SimulationError
@@ -1187,10 +1188,7 @@ def _chunk_lanes(
     c0: Carry = (jnp.asarray(0, _I32), packing.pack(s), leads0)
     _, packed, leads = jax.lax.while_loop(cond, body, c0)
     s = packing.unpack(packed)
-    valid = ~jnp.isnan(leads)
-    lane = jnp.broadcast_to(jnp.arange(v, dtype=_I32)[None, :, None], leads.shape)
-    hist = hist.at[lane, lt_bins(leads)].add(valid.astype(hist.dtype))
-    return s, hist
+    return s, add_lead_times(hist, leads, jnp.arange(v, dtype=_I32)[None, :, None])
 
 
 _init_batch = partial(jax.jit, static_argnums=(0,))(_init_lanes)

@@ -55,6 +55,15 @@ def lt_bins(lead: jax.Array) -> jax.Array:
     return jnp.clip(b, 0, LT_BINS - 1)
 
 
+def add_lead_times(hist: jax.Array, leads: jax.Array, lane: jax.Array) -> jax.Array:
+    """``hist`` (V, LT_BINS) plus the lead times ``leads`` (any shape; NaN: none), lane ``lane``
+    (broadcast against ``leads``) of each. One scatter into the flattened histogram: XLA:CPU
+    scatters with one index a number faster than with a (lane, bin) pair."""
+    at = jnp.broadcast_to(lane, leads.shape) * LT_BINS + lt_bins(leads)
+    counts = (~jnp.isnan(leads)).astype(hist.dtype)
+    return hist.reshape(-1).at[at.ravel()].add(counts.ravel()).reshape(hist.shape)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Model:
     """Static structure of a line. Tuples only, so the model is hashable.

@@ -39,7 +39,7 @@ from physics.process.dists import (
     uniform_lanes,
     unit_exponential,
 )
-from physics.process.model import LT_BINS, check_horizon, lt_bins
+from physics.process.model import LT_BINS, add_lead_times, check_horizon
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
 
@@ -477,14 +477,7 @@ def _chunk_batch(
         "last_out": s.last_out,
     }
     c, leads = jax.lax.scan(body, lanes_last, xs)  # leads (n, V)
-    v = leads.shape[1]
-    at = jnp.arange(v)[None, :] * LT_BINS + lt_bins(leads)  # in the flattened (V, LT_BINS)
-    hist = (
-        s.lt_hist.reshape(-1)
-        .at[at.ravel()]
-        .add(jnp.isfinite(leads).astype(jnp.int32).ravel())
-        .reshape(s.lt_hist.shape)
-    )
+    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
     return SerialState(
         j=s.j + n,
         fail_since=fail_since,
