@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages the test-suite needs, when running as root; otherwise says exactly
-# what to install. Packages: mosquitto (MQTT broker), chromium (browser tests), npm (the viewer's
-# JavaScript dependencies). With the argument "npm" it checks npm only (what `make demo` needs).
+# what to install. Packages: mosquitto (MQTT broker), chromium (browser tests), g++ (the process
+# core's native kernel, compiled on first use), npm (the viewer's JavaScript dependencies). With
+# the argument "npm" it checks npm only (what `make demo` needs).
 set -euo pipefail
 need=()
 command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-all}" != "npm" ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v "${CXX:-g++}" >/dev/null 2>&1 || need+=(g++)  # the process core's native kernel
 fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = "0" ]; then

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import NDArray
 
-from physics.process import kpi
+from physics.process import kpi, native
 from physics.process.devices import lane_devices
 from physics.process.dists import (
     GAMMA_GROUP,
@@ -414,12 +414,19 @@ def _advance(
     return start_v, comp_v, dep_v, new_starts
 
 
-@partial(jax.jit, static_argnums=(0, 1))
+@partial(jax.jit, static_argnums=(0, 1, 5))
 def _chunk_batch(
-    model: SerialModel, n: int, p: SerialParams, s: SerialState, keys: jax.Array
+    model: SerialModel,
+    n: int,
+    p: SerialParams,
+    s: SerialState,
+    keys: jax.Array,
+    use_native: bool = False,
 ) -> SerialState:
     """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
-    the recursion runs with lanes last, so that each station's update is one vector op."""
+    the recursion runs with lanes last, so that each station's update is one vector op. With
+    ``use_native`` the recursion and its statistics run in the CPU kernel of
+    :mod:`physics.process.native` instead of a scan: the same numbers, bit for bit."""
 
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
@@ -433,9 +440,11 @@ def _chunk_batch(
     # The scan takes each station's (n, V) array as it is (stacking them into one (n, K, V)
     # array first is a strided copy of every draw); a step stacks its (K, V) rows.
     fails = [d is not None for d in down]
+    lo, hi = p.warmup, p.horizon  # (V,)
+    if use_native:
+        return _chunk_native(model, n, p, s, serv_k, frac_k, fail_since, fail_count)
     xs = (tuple(serv_k), tuple(f for f in frac_k if f is not None))
     links = _links(model, p.capacity.T, p.transit.T)
-    lo, hi = p.warmup, p.horizon  # (V,)
 
     def body(
         c: dict[str, jax.Array], x: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]
@@ -496,6 +505,57 @@ def _chunk_batch(
     )
 
 
+def _chunk_native(
+    model: SerialModel,
+    n: int,
+    p: SerialParams,
+    s: SerialState,
+    serv_k: list[jax.Array],
+    frac_k: list[jax.Array | None],
+    fail_since: jax.Array,
+    fail_count: jax.Array,
+) -> SerialState:
+    """The rest of :func:`_chunk_batch` through ``native.serial_chunk``: the same recursion and
+    statistics as its scan, in the same order."""
+    frac_of: list[int] = []
+    fracs: list[jax.Array] = []
+    for f in frac_k:
+        frac_of.append(len(fracs) if f is not None else -1)
+        if f is not None:
+            fracs.append(f)
+    fk, starts, fv, produced, delivered, leads = native.serial_chunk(
+        p.warmup,
+        p.horizon,
+        p.capacity.T,
+        p.transit.T,
+        frac_of,
+        jnp.stack([s.d_prev.T, s.busy.T, s.down.T, s.blocked.T]),
+        s.starts.transpose(1, 2, 0),
+        jnp.stack([s.lt_sum, s.wip_int, s.last_out]),
+        s.produced.T,
+        s.delivered,
+        serv_k,
+        fracs,
+    )
+    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
+    return SerialState(
+        j=s.j + n,
+        fail_since=fail_since,
+        fail_count=fail_count,
+        d_prev=fk[0].T,
+        starts=starts.transpose(2, 0, 1),
+        delivered=delivered,
+        lt_sum=fv[0],
+        lt_hist=hist,
+        wip_int=fv[1],
+        busy=fk[1].T,
+        down=fk[2].T,
+        blocked=fk[3].T,
+        produced=produced.T,
+        last_out=fv[2],
+    )
+
+
 def run(
     model: SerialModel,
     params: SerialParams,
@@ -522,8 +582,10 @@ def run(
         chunk = 128 if jax.default_backend() == "cpu" else 1024
     if chunk <= 0 or chunk % GROUP:
         raise ValueError(f"chunk must be a positive multiple of {GROUP} parts, not {chunk}")
+    # the recursion in the native CPU kernel where there is one (built on first use)
+    use_native = jax.default_backend() == "cpu" and native.available()
     if not devices:
-        return _run_lanes(model, params, keys, chunk, progress)
+        return _run_lanes(model, params, keys, chunk, progress, use_native)
     edges = [v * i // len(devices) for i in range(len(devices) + 1)]  # lanes of device i
     done = [0.0] * len(devices)
     results: list[SerialState | BaseException | None] = [None] * len(devices)
@@ -541,7 +603,7 @@ def run(
         try:
             # sliced on the host (one XLA dispatch per array and device would cost more)
             p, k = jax.device_put(jax.tree.map(lambda a: a[sl], (host_p, host_k)), devices[i])
-            results[i] = _run_lanes(model, p, k, chunk, prog)
+            results[i] = _run_lanes(model, p, k, chunk, prog, use_native)
         except BaseException as exc:  # re-raised by the caller's thread
             results[i] = exc
 
@@ -571,11 +633,12 @@ def _run_lanes(
     keys: jax.Array,
     chunk: int,
     progress: Callable[[float], None] | None,
+    use_native: bool = False,
 ) -> SerialState:
     s: SerialState = _init_batch(model, keys)
     horizon = np.asarray(params.horizon)
     while True:
-        s = _chunk_batch(model, chunk, params, s, keys)
+        s = _chunk_batch(model, chunk, params, s, keys, use_native)
         first = np.asarray(s.d_prev[..., 0])
         if progress is not None:
             progress(float(np.min(np.minimum(first / horizon, 1.0))))

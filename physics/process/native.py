@@ -1,0 +1,198 @@
+"""Hand-written CPU kernels for the process core, compiled on first use and called through XLA's
+FFI (``jax.ffi``).
+
+The serial fast path's (max,+) recursion is a loop over parts with a short chain of stations
+inside: as XLA operations that is about 115 small kernels a part, each a few microseconds of
+dispatch around a few hundred lanes of arithmetic. :data:`SOURCE` does one part as one pass over
+the stations, each a loop over the lanes that the C++ compiler vectorizes, and computes exactly
+what the XLA version computes, in the same order: the results are the same bit for bit (tested).
+
+The kernel is compiled for the machine it runs on (``-march=native``) the first time it is
+needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers that ship with
+jaxlib, into a cache directory (``$TWIN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/twin-engine`` or
+``~/.cache/twin-engine``), keyed by the source, the flags, the compiler, jaxlib and the CPU. A
+few seconds, once. ``TWIN_NATIVE=0`` turns the kernels off (the XLA version runs: same
+results, slower). Where they cannot be built (no compiler), the XLA version runs and a warning
+says why, once; :func:`build` raises the compiler's message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENV = "TWIN_NATIVE"
+CACHE_ENV = "TWIN_NATIVE_CACHE"
+SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
+TARGET = "twin_serial_chunk"
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",  # no fused multiply-adds: XLA:CPU rounds every product
+    "-fno-math-errno",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+)
+
+
+class NativeBuildError(RuntimeError):
+    """The kernel could not be compiled or loaded; the message says why."""
+
+
+_lock = threading.Lock()
+_loaded: bool | None = None  # None: not tried yet
+_why: str | None = None
+
+
+def enabled() -> bool:
+    """Whether the kernels may be used at all (``TWIN_NATIVE`` is not ``0``)."""
+    return os.environ.get(ENV, "1").strip() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "twin-engine" / "native"
+
+
+def _cpu_identity() -> str:
+    """The CPU's model and flags (what ``-march=native`` compiles for)."""
+    lines = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    lines.append(line.strip())
+                if len(lines) >= 3:
+                    break
+    except OSError:
+        pass
+    return "\n".join(lines)
+
+
+def build(*, force: bool = False) -> Path:
+    """Compile :data:`SOURCE` (unless a build for this machine is cached) and return the shared
+    library's path. Raises :class:`NativeBuildError` with the compiler's message."""
+    cxx = os.environ.get("CXX", "g++")
+    exe = shutil.which(cxx)
+    if exe is None:
+        raise NativeBuildError(
+            f"no C++ compiler: {cxx!r} is not on PATH (install g++, e.g. "
+            "`apt-get install g++`, or set CXX)"
+        )
+    try:
+        version = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeBuildError(f"{cxx} --version failed: {exc}") from exc
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode()):
+        key.update(part)
+    key.update(f"{jax.__version__}\n{include}\n{_cpu_identity()}".encode())
+    out_dir = cache_dir()
+    lib = out_dir / f"serial_chunk-{key.hexdigest()[:20]}.so"
+    if lib.exists() and not force:
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # compiled beside its final name and renamed: concurrent builds (test workers) never see a
+    # half-written library
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
+    os.close(fd)
+    cmd = [exe, *FLAGS, "-isystem", include, str(SOURCE), "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise NativeBuildError(
+                f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{done.stderr.strip()}"
+            )
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+def load() -> None:
+    """Build (if needed) and register the kernels with XLA; raises :class:`NativeBuildError`."""
+    global _loaded, _why
+    with _lock:
+        if _loaded:
+            return
+        try:
+            lib = ctypes.CDLL(str(build()))
+            capsule = jax.ffi.pycapsule(lib.TwinSerialChunk)  # type: ignore[no-untyped-call]
+            jax.ffi.register_ffi_target(TARGET, capsule, platform="cpu")
+        except NativeBuildError as exc:
+            _loaded, _why = False, str(exc)
+            raise
+        except OSError as exc:
+            _loaded, _why = False, f"loading the compiled kernel failed: {exc}"
+            raise NativeBuildError(_why) from exc
+        _loaded, _why = True, None
+
+
+def available() -> bool:
+    """Whether the kernels are enabled and built (building them on the first call). Where they
+    cannot be built, warns once with the reason and returns False."""
+    if not enabled():
+        return False
+    if _loaded is None:
+        try:
+            load()
+        except NativeBuildError as exc:
+            warnings.warn(
+                f"the process core's native kernels are off, the XLA versions run: {exc}",
+                stacklevel=2,
+            )
+    return bool(_loaded)
+
+
+def why_unavailable() -> str | None:
+    """The reason the last build failed, or None."""
+    return _why
+
+
+def serial_chunk(
+    lo: jax.Array,
+    hi: jax.Array,
+    capacity: jax.Array,
+    transit: jax.Array,
+    frac_of: Sequence[int],
+    fk: jax.Array,
+    starts: jax.Array,
+    fv: jax.Array,
+    produced: jax.Array,
+    delivered: jax.Array,
+    serv: Sequence[jax.Array],
+    frac: Sequence[jax.Array],
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One chunk of the serial recursion (``csrc/serial_chunk.cc`` documents the layout): the new
+    ``fk``, ``starts``, ``fv``, ``produced``, ``delivered`` and the lead times (n, V)."""
+    n = serv[0].shape[0]
+    v = lo.shape[0]
+    like = (fk, starts, fv, produced, delivered)
+    outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in like]  # type: ignore[no-untyped-call]
+    outs.append(jax.ShapeDtypeStruct((n, v), jnp.float64))  # type: ignore[no-untyped-call]
+    call = jax.ffi.ffi_call(TARGET, outs)
+    idx = jnp.asarray(np.asarray(frac_of, dtype=np.int32))
+    res = call(lo, hi, capacity, transit, idx, fk, starts, fv, produced, delivered, *serv, *frac)
+    a, b, c, d, e, f = res
+    return a, b, c, d, e, f
