@@ -38,7 +38,7 @@ def random_serial_line(seed: int) -> str:
         dist = str(rng.choice(DISTS)) % {"m": m, "lo": m // 2, "hi": m + m // 2}
         fail = ""
         if rng.random() < 0.5:
-            fail = f", failures: {{mtbf: {int(rng.choice([300, 900, 2000]))}, mttr: 60}}"
+            fail = f", failures: {{mtbf: {int(rng.choice([40, 300, 900, 2000]))}, mttr: 60}}"
         out.append(f"  - {{id: s{i}, process_time: {dist}{fail}}}")
     out.append("buffers:" if n > 1 else "buffers: []")
     for i in range(n - 1):

@@ -38,6 +38,7 @@ ENV = "TWIN_NATIVE"
 CACHE_ENV = "TWIN_NATIVE_CACHE"
 SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
 TARGET = "twin_serial_chunk"
+REPAIRS = "twin_repairs_by_part"
 FLAGS = (
     "-O3",
     "-march=native",
@@ -138,8 +139,9 @@ def load() -> None:
             return
         try:
             lib = ctypes.CDLL(str(build()))
-            capsule = jax.ffi.pycapsule(lib.TwinSerialChunk)  # type: ignore[no-untyped-call]
-            jax.ffi.register_ffi_target(TARGET, capsule, platform="cpu")
+            for name, symbol in ((TARGET, lib.TwinSerialChunk), (REPAIRS, lib.TwinRepairsByPart)):
+                capsule = jax.ffi.pycapsule(symbol)  # type: ignore[no-untyped-call]
+                jax.ffi.register_ffi_target(name, capsule, platform="cpu")
         except NativeBuildError as exc:
             _loaded, _why = False, str(exc)
             raise
@@ -196,3 +198,12 @@ def serial_chunk(
     res = call(lo, hi, capacity, transit, idx, fk, starts, fv, produced, delivered, *serv, *frac)
     a, b, c, d, e, f = res
     return a, b, c, d, e, f
+
+
+def repairs_by_part(busy: jax.Array, epochs: jax.Array, repairs: jax.Array) -> jax.Array:
+    """Repair time of each part (n, V): every failure (``epochs``, ``repairs`` (m, V), in busy
+    time) goes to the first part whose ``busy`` (n, V) end reaches it; those past the chunk are
+    dropped. What ``serial._repairs_by_part`` computes with a binary search and a scatter."""
+    out = jax.ShapeDtypeStruct(busy.shape, jnp.float64)  # type: ignore[no-untyped-call]
+    res: jax.Array = jax.ffi.ffi_call(REPAIRS, out)(busy, epochs, repairs)
+    return res

@@ -202,6 +202,7 @@ def _downtime(
     proc: list[jax.Array],
     since: jax.Array,
     count: jax.Array,
+    use_native: bool = False,
 ) -> tuple[list[jax.Array | None], jax.Array, jax.Array]:
     """Repair time accumulated by each part while processing ``proc`` (one (n, V) array per
     station, lanes last; ``k_f`` (V,) the lanes' failure streams) under operation-mode failures,
@@ -225,7 +226,7 @@ def _downtime(
         station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_f, c)
         busy = _running_sum(proc[k])
         col, since_k, count_k = _repairs_by_part(
-            busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k]
+            busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k], use_native
         )
         out[k] = col
         since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
@@ -260,6 +261,7 @@ def _repairs_by_part(
     m: int,
     since: jax.Array,
     count: jax.Array,
+    use_native: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Repair time of each part of a chunk (n, V), ``busy`` (n, V) being the station's busy time
     at the end of each part and ``mtbf``, ``mttr``, ``keys``, ``since``, ``count`` (V,): failure
@@ -280,15 +282,18 @@ def _repairs_by_part(
         gaps = mtbf * unit_exponential(uniform_at(keys, 2 * f))
         repairs = mttr * unit_exponential(uniform_at(keys, 2 * f + 1))
         epochs = after + jnp.cumsum(gaps, axis=0)
-        # the part during which each epoch falls: the number of parts that ended before it
-        # (n: past the chunk), by a binary search in every lane at once
-        lo = jnp.zeros(epochs.shape, jnp.int32)
-        hi = jnp.full(epochs.shape, n, jnp.int32)
-        for _ in range(n.bit_length()):
-            mid = (lo + hi) // 2
-            below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
-            lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
-        add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
+        if use_native:  # the same, by a merge of the sorted epochs with the parts' ends
+            add = native.repairs_by_part(busy, epochs, repairs)
+        else:
+            # the part during which each epoch falls: the number of parts that ended before it
+            # (n: past the chunk), by a binary search in every lane at once
+            lo = jnp.zeros(epochs.shape, jnp.int32)
+            hi = jnp.full(epochs.shape, n, jnp.int32)
+            for _ in range(n.bit_length()):
+                mid = (lo + hi) // 2
+                below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
+                lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+            add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
         inside = epochs <= end
         last_in = jnp.max(jnp.where(inside, epochs, -jnp.inf), axis=0)
         return epochs[-1], add, jnp.sum(inside, axis=0, dtype=jnp.int32), last_in
@@ -431,7 +436,9 @@ def _chunk_batch(
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
     proc = _samples(model, p, k_u, k_g, s.j, n)
-    down, fail_since, fail_count = _downtime(model, p, k_f, proc, s.fail_since, s.fail_count)
+    down, fail_since, fail_count = _downtime(
+        model, p, k_f, proc, s.fail_since, s.fail_count, use_native
+    )
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
     frac_k = [
         None if d is None else jnp.where(sv > 0, d / sv, 0.0)
