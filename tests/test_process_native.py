@@ -156,14 +156,14 @@ def test_bad_capacity_is_an_error_not_a_wrong_answer() -> None:
         hi=jnp.full(v, 1e9),
         capacity=jnp.full((k, v), 5, jnp.int32),
         transit=z((k, v)),
-        frac_of=[-1, -1],
+        repair_of=[-1, -1],
         fk=z((4, k, v)),
         starts=jnp.full((k, r, v), -jnp.inf),
         fv=z((3, v)),
         produced=z((k, v), jnp.int32),
         delivered=z(v, jnp.int32),
         serv=[jnp.ones((n, v))] * k,
-        frac=[],
+        repairs=[],
     )
     with pytest.raises(Exception, match="capacity outside the register"):
         jax.block_until_ready(native.serial_chunk(**args))  # type: ignore[arg-type]

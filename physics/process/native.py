@@ -177,25 +177,38 @@ def serial_chunk(
     hi: jax.Array,
     capacity: jax.Array,
     transit: jax.Array,
-    frac_of: Sequence[int],
+    repair_of: Sequence[int],
     fk: jax.Array,
     starts: jax.Array,
     fv: jax.Array,
     produced: jax.Array,
     delivered: jax.Array,
     serv: Sequence[jax.Array],
-    frac: Sequence[jax.Array],
+    repairs: Sequence[jax.Array],
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """One chunk of the serial recursion (``csrc/serial_chunk.cc`` documents the layout): the new
-    ``fk``, ``starts``, ``fv``, ``produced``, ``delivered`` and the lead times (n, V)."""
-    n = serv[0].shape[0]
-    v = lo.shape[0]
+    ``fk``, ``starts``, ``fv``, ``produced``, ``delivered``, and the lead times (n, V) (NaN: none in
+    the window)."""
     like = (fk, starts, fv, produced, delivered)
     outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in like]  # type: ignore[no-untyped-call]
+    n, v = serv[0].shape[0], lo.shape[0]
     outs.append(jax.ShapeDtypeStruct((n, v), jnp.float64))  # type: ignore[no-untyped-call]
     call = jax.ffi.ffi_call(TARGET, outs)
-    idx = jnp.asarray(np.asarray(frac_of, dtype=np.int32))
-    res = call(lo, hi, capacity, transit, idx, fk, starts, fv, produced, delivered, *serv, *frac)
+    idx = jnp.asarray(np.asarray(repair_of, dtype=np.int32))
+    res = call(
+        lo,
+        hi,
+        capacity,
+        transit,
+        idx,
+        fk,
+        starts,
+        fv,
+        produced,
+        delivered,
+        *serv,
+        *repairs,
+    )
     a, b, c, d, e, f = res
     return a, b, c, d, e, f
 

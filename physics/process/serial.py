@@ -440,6 +440,8 @@ def _chunk_batch(
         model, p, k_f, proc, s.fail_since, s.fail_count, use_native
     )
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
+    if use_native:  # the share down, the recursion and the statistics in the kernel
+        return _chunk_native(model, n, p, s, serv_k, down, fail_since, fail_count)
     frac_k = [
         None if d is None else jnp.where(sv > 0, d / sv, 0.0)
         for sv, d in zip(serv_k, down, strict=True)
@@ -448,8 +450,6 @@ def _chunk_batch(
     # array first is a strided copy of every draw); a step stacks its (K, V) rows.
     fails = [d is not None for d in down]
     lo, hi = p.warmup, p.horizon  # (V,)
-    if use_native:
-        return _chunk_native(model, n, p, s, serv_k, frac_k, fail_since, fail_count)
     xs = (tuple(serv_k), tuple(f for f in frac_k if f is not None))
     links = _links(model, p.capacity.T, p.transit.T)
 
@@ -517,32 +517,33 @@ def _chunk_native(
     n: int,
     p: SerialParams,
     s: SerialState,
-    serv_k: list[jax.Array],
-    frac_k: list[jax.Array | None],
+    serv: list[jax.Array],
+    down: list[jax.Array | None],
     fail_since: jax.Array,
     fail_count: jax.Array,
 ) -> SerialState:
-    """The rest of :func:`_chunk_batch` through ``native.serial_chunk``: the same recursion and
-    statistics as its scan, in the same order."""
-    frac_of: list[int] = []
-    fracs: list[jax.Array] = []
-    for f in frac_k:
-        frac_of.append(len(fracs) if f is not None else -1)
-        if f is not None:
-            fracs.append(f)
+    """The rest of :func:`_chunk_batch` through ``native.serial_chunk``: the share of each service
+    spent down, the recursion and the statistics, as its XLA version computes them, in the same
+    order."""
+    repair_of: list[int] = []
+    repairs: list[jax.Array] = []
+    for d in down:
+        repair_of.append(len(repairs) if d is not None else -1)
+        if d is not None:
+            repairs.append(d)
     fk, starts, fv, produced, delivered, leads = native.serial_chunk(
         p.warmup,
         p.horizon,
         p.capacity.T,
         p.transit.T,
-        frac_of,
+        repair_of,
         jnp.stack([s.d_prev.T, s.busy.T, s.down.T, s.blocked.T]),
         s.starts.transpose(1, 2, 0),
         jnp.stack([s.lt_sum, s.wip_int, s.last_out]),
         s.produced.T,
         s.delivered,
-        serv_k,
-        fracs,
+        serv,
+        repairs,
     )
     hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
     return SerialState(

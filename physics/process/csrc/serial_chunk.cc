@@ -8,11 +8,17 @@
 //
 // Layout: lanes last everywhere (V lanes, K stations, n parts, R = ring - 1 register slots).
 //   args: lo (V) f64, hi (V) f64, capacity (K, V) i32, transit (K, V) f64, frac_of (K) i32
-//         (index of the station's downtime-fraction array among the trailing ones, -1: none),
+//         (index of the station's repair-time array among the trailing ones, -1: none),
 //         fk (4, K, V) f64 [d_prev, busy, down, blocked], starts (K, R, V) f64 (newest first),
 //         fv (3, V) f64 [lt_sum, wip_int, last_out], produced (K, V) i32, delivered (V) i32,
-//         then K service-time arrays (n, V) f64, then the downtime fractions (n, V) f64.
-//   rets: fk, starts, fv, produced, delivered as above, and leads (n, V) f64 (NaN: outside).
+//         then K service-time arrays
+//         (n, V) f64 (processing plus repair time), then the repair times (n, V) f64 of the
+//         failing stations.
+//   rets: fk, starts, fv, produced, delivered as above, and leads (n, V) f64 (NaN: outside),
+//         binned by XLA (model.add_lead_times: its vectorized logarithm beats libm's here).
+// The share of a failing station's service spent down is repair / service (0 for a zero service
+// time), computed here. (The service times come from XLA: it fuses the sum of processing and
+// repair time with the processing time's own product, one rounding fewer than two operations.)
 
 #include <cmath>
 #include <cstdint>
@@ -40,7 +46,8 @@ inline double overlap(double a, double b, double lo, double hi) {
 // One station's update for part j, every lane: sv the service times, w what the departure waits
 // for (-inf: nothing), tr the transit to the next station, avail the part's arrival (out: its
 // arrival at the next station), dp the previous part's departure (out: this part's), slot the
-// register slot for the start; fr and down only where the station fails. A function of its own
+// register slot for the start; fr (repair times) and down only where the station fails. A
+// function of its own
 // with restrict-qualified arguments, so that the compiler vectorizes the loop.
 template <bool kFails>
 __attribute__((noinline)) void station(
@@ -50,8 +57,11 @@ __attribute__((noinline)) void station(
     double* __restrict bl, int32_t* __restrict pr, const double* __restrict fr,
     double* __restrict down, int64_t V) {
   for (int64_t v = 0; v < V; ++v) {
+    const double s = sv[v];
+    double f = 0.0;
+    if constexpr (kFails) f = s > 0 ? fr[v] / s : 0.0;  // the share of the service spent down
     const double start = vmax(avail[v], dp[v]);
-    const double c = start + sv[v];
+    const double c = start + s;
     const double d = vmax(c, w[v]);
     avail[v] = d + tr[v];
     dp[v] = d;
@@ -59,8 +69,8 @@ __attribute__((noinline)) void station(
     const double run = overlap(start, c, lo[v], hi[v]);
     if constexpr (kFails) {
       // XLA:CPU contracts these multiply-adds (LLVM's fmuladd): so do we, to match bit for bit
-      bz[v] = std::fma(run, 1.0 - fr[v], bz[v]);
-      down[v] = std::fma(run, fr[v], down[v]);
+      bz[v] = std::fma(run, 1.0 - f, bz[v]);
+      down[v] = std::fma(run, f, down[v]);
     } else {
       bz[v] = bz[v] + run;  // run * (1 - 0), bit for bit
     }
@@ -107,7 +117,7 @@ ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
     auto a = rest.get<ffi::AnyBuffer>(K + frac_of[k]);
     if (a.has_error()) return a.error();
     if (a->element_type() != ffi::DataType::F64 || a->element_count() != size_t(n * V))
-      return ffi::Error::InvalidArgument("downtime fractions: (n, V) float64 per failing station");
+      return ffi::Error::InvalidArgument("repair times: (n, V) float64 per failing station");
     frac[k] = a->typed_data<double>();
   }
 
