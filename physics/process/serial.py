@@ -11,7 +11,9 @@ scrap, departure times obey an exact recursion over parts ``j`` and stations ``k
 with ``T`` a conveyor's transit time and ``b`` the capacity after station k. Failures in
 ``operation`` mode fold into the service time exactly: the busy-time failure clock is a Poisson
 process, so ``S = p + sum of Poisson(p/mtbf) repairs``. The same semantics as the general engine
-(``docs/process-semantics.md``), at a fraction of the cost, and differentiable.
+(``docs/process-semantics.md``), at a fraction of the cost, and differentiable. On a CPU the
+recursion runs in a C++ kernel through XLA's FFI (:mod:`physics.process.native`), with the same
+results bit for bit; the gradient and accelerators use the XLA version.
 """
 
 from __future__ import annotations
@@ -430,8 +432,8 @@ def _chunk_batch(
 ) -> SerialState:
     """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
     the recursion runs with lanes last, so that each station's update is one vector op. With
-    ``use_native`` the recursion and its statistics run in the CPU kernel of
-    :mod:`physics.process.native` instead of a scan: the same numbers, bit for bit."""
+    ``use_native`` the repairs' assignment to parts, the recursion and its statistics run in the
+    CPU kernels of :mod:`physics.process.native` instead: the same numbers, bit for bit."""
 
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
@@ -441,7 +443,7 @@ def _chunk_batch(
     )
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
     if use_native:  # the share down, the recursion and the statistics in the kernel
-        return _chunk_native(model, n, p, s, serv_k, down, fail_since, fail_count)
+        return _chunk_native(n, p, s, serv_k, down, fail_since, fail_count)
     frac_k = [
         None if d is None else jnp.where(sv > 0, d / sv, 0.0)
         for sv, d in zip(serv_k, down, strict=True)
@@ -449,9 +451,9 @@ def _chunk_batch(
     # The scan takes each station's (n, V) array as it is (stacking them into one (n, K, V)
     # array first is a strided copy of every draw); a step stacks its (K, V) rows.
     fails = [d is not None for d in down]
-    lo, hi = p.warmup, p.horizon  # (V,)
     xs = (tuple(serv_k), tuple(f for f in frac_k if f is not None))
     links = _links(model, p.capacity.T, p.transit.T)
+    lo, hi = p.warmup, p.horizon  # (V,)
 
     def body(
         c: dict[str, jax.Array], x: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]
@@ -513,7 +515,6 @@ def _chunk_batch(
 
 
 def _chunk_native(
-    model: SerialModel,
     n: int,
     p: SerialParams,
     s: SerialState,
@@ -582,7 +583,8 @@ def run(
     GPU's 1,024 draw the same numbers for the same seed). A large batch on a CPU with several
     cores is split into one group of lanes per core (``physics.process.devices``), each run in
     its own thread on its own device; the statistics over the window are the same as in one
-    batch.
+    batch. On a CPU the recursion runs in the native kernel (:mod:`physics.process.native`)
+    where it can be built: the same results, bit for bit.
     """
     v = keys.shape[0]
     devices = lane_devices(v, params)
