@@ -1,5 +1,6 @@
 """The native CPU kernel of the serial fast path: it builds here, and it computes what the XLA
-scan computes, bit for bit, on random serial lines (mixed capacities across lanes included)."""
+scan computes, bit for bit, on random serial lines (odd seeds: every lane its own capacities and
+means) and the benchmark line."""
 
 from __future__ import annotations
 
@@ -78,16 +79,15 @@ def test_the_kernel_builds_on_this_machine() -> None:
     assert any(native.cache_dir().glob("serial_chunk-*.so"))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))  # handoffs, conveyors, frequent failures, gamma
 def test_kernel_matches_the_scan_bit_for_bit(seed: int) -> None:
     native.load()
     _both(random_serial_line(seed), lanes=5, mixed=seed % 2 == 1)
 
 
-def test_kernel_matches_on_the_benchmark_line_with_mixed_capacities() -> None:
+def test_kernel_matches_on_the_benchmark_line() -> None:
     native.load()
     text = (Path(__file__).parents[1] / "benchmarks/lines/ten_serial.yaml").read_text()
-    _both(text, lanes=24, mixed=True, hours=3.0)
     _both(text, lanes=9, mixed=False, hours=3.0)
 
 

@@ -2,18 +2,17 @@
 // XLA FFI handler for the CPU (physics/process/native.py builds and registers it).
 //
 // It computes exactly what serial._chunk_batch's scan computes, in the same order, lane by lane,
-// so the results are the same bit for bit (compiled with -ffp-contract=off: no fused
-// multiply-adds). The scan is about 115 small XLA kernels a part; here a part is one pass over
-// the stations, each a loop over the lanes that the compiler vectorizes.
+// so the results are the same bit for bit (compiled with -ffp-contract=off; fused multiply-adds,
+// std::fma, only where XLA:CPU fuses them). The scan is about 115 small XLA kernels a part; here
+// a part is one pass over the stations, each a loop over the lanes that the compiler vectorizes.
 //
 // Layout: lanes last everywhere (V lanes, K stations, n parts, R = ring - 1 register slots).
-//   args: lo (V) f64, hi (V) f64, capacity (K, V) i32, transit (K, V) f64, frac_of (K) i32
+//   args: lo (V) f64, hi (V) f64, capacity (K, V) i32, transit (K, V) f64, repair_of (K) i32
 //         (index of the station's repair-time array among the trailing ones, -1: none),
 //         fk (4, K, V) f64 [d_prev, busy, down, blocked], starts (K, R, V) f64 (newest first),
 //         fv (3, V) f64 [lt_sum, wip_int, last_out], produced (K, V) i32, delivered (V) i32,
-//         then K service-time arrays
-//         (n, V) f64 (processing plus repair time), then the repair times (n, V) f64 of the
-//         failing stations.
+//         then K service-time arrays (n, V) f64 (processing plus repair time), then the repair
+//         times (n, V) f64 of the failing stations.
 //   rets: fk, starts, fv, produced, delivered as above, and leads (n, V) f64 (NaN: outside),
 //         binned by XLA (model.add_lead_times: its vectorized logarithm beats libm's here).
 // The share of a failing station's service spent down is repair / service (0 for a zero service
@@ -46,20 +45,19 @@ inline double overlap(double a, double b, double lo, double hi) {
 // One station's update for part j, every lane: sv the service times, w what the departure waits
 // for (-inf: nothing), tr the transit to the next station, avail the part's arrival (out: its
 // arrival at the next station), dp the previous part's departure (out: this part's), slot the
-// register slot for the start; fr (repair times) and down only where the station fails. A
-// function of its own
-// with restrict-qualified arguments, so that the compiler vectorizes the loop.
+// register slot for the start; rp (repair times) and down only where the station fails. A
+// function of its own with restrict-qualified arguments, so that the compiler vectorizes it.
 template <bool kFails>
 __attribute__((noinline)) void station(
     const double* __restrict sv, const double* __restrict w, const double* __restrict tr,
     const double* __restrict lo, const double* __restrict hi, double* __restrict avail,
     double* __restrict dp, double* __restrict slot, double* __restrict bz,
-    double* __restrict bl, int32_t* __restrict pr, const double* __restrict fr,
+    double* __restrict bl, int32_t* __restrict pr, const double* __restrict rp,
     double* __restrict down, int64_t V) {
   for (int64_t v = 0; v < V; ++v) {
     const double s = sv[v];
     double f = 0.0;
-    if constexpr (kFails) f = s > 0 ? fr[v] / s : 0.0;  // the share of the service spent down
+    if constexpr (kFails) f = s > 0 ? rp[v] / s : 0.0;  // the share of the service spent down
     const double start = vmax(avail[v], dp[v]);
     const double c = start + s;
     const double d = vmax(c, w[v]);
@@ -81,7 +79,7 @@ __attribute__((noinline)) void station(
 
 ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
                        ffi::Buffer<ffi::S32> cap_b, ffi::Buffer<ffi::F64> transit_b,
-                       ffi::Buffer<ffi::S32> frac_of_b, ffi::Buffer<ffi::F64> fk_b,
+                       ffi::Buffer<ffi::S32> repair_of_b, ffi::Buffer<ffi::F64> fk_b,
                        ffi::Buffer<ffi::F64> starts_b, ffi::Buffer<ffi::F64> fv_b,
                        ffi::Buffer<ffi::S32> produced_b, ffi::Buffer<ffi::S32> delivered_b,
                        ffi::RemainingArgs rest, ffi::ResultBuffer<ffi::F64> fk_o,
@@ -98,13 +96,13 @@ ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
   if (K < 1 || R < 1) return ffi::Error::InvalidArgument("empty line or register");
   if (fk_b.element_count() != size_t(4 * K * V) || fv_b.element_count() != size_t(3 * V) ||
       cap_b.element_count() != size_t(K * V) || transit_b.element_count() != size_t(K * V) ||
-      frac_of_b.element_count() != size_t(K) || lo_b.element_count() != size_t(V) ||
+      repair_of_b.element_count() != size_t(K) || lo_b.element_count() != size_t(V) ||
       hi_b.element_count() != size_t(V) || produced_b.element_count() != size_t(K * V) ||
       delivered_b.element_count() != size_t(V))
     return ffi::Error::InvalidArgument("serial chunk: inconsistent shapes");
 
-  const int32_t* frac_of = frac_of_b.typed_data();
-  std::vector<const double*> serv(K), frac(K, nullptr);
+  const int32_t* repair_of = repair_of_b.typed_data();
+  std::vector<const double*> serv(K), repair(K, nullptr);
   for (int64_t k = 0; k < K; ++k) {
     auto a = rest.get<ffi::AnyBuffer>(k);
     if (a.has_error()) return a.error();
@@ -113,12 +111,12 @@ ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
     serv[k] = a->typed_data<double>();
   }
   for (int64_t k = 0; k < K; ++k) {
-    if (frac_of[k] < 0) continue;
-    auto a = rest.get<ffi::AnyBuffer>(K + frac_of[k]);
+    if (repair_of[k] < 0) continue;
+    auto a = rest.get<ffi::AnyBuffer>(K + repair_of[k]);
     if (a.has_error()) return a.error();
     if (a->element_type() != ffi::DataType::F64 || a->element_count() != size_t(n * V))
       return ffi::Error::InvalidArgument("repair times: (n, V) float64 per failing station");
-    frac[k] = a->typed_data<double>();
+    repair[k] = a->typed_data<double>();
   }
 
   const double* lo = lo_b.typed_data();
@@ -194,9 +192,9 @@ ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
     for (int64_t k = 0; k < K; ++k) {
       const double* w = waits[k];
       double* slot = ring.data() + (k * R + head) * V;
-      if (frac[k])
+      if (repair[k])
         station<true>(serv[k] + j * V, w, transit + k * V, lo, hi, avail.data(), d_prev + k * V,
-                      slot, busy + k * V, blocked + k * V, produced + k * V, frac[k] + j * V,
+                      slot, busy + k * V, blocked + k * V, produced + k * V, repair[k] + j * V,
                       down + k * V, V);
       else
         station<false>(serv[k] + j * V, w, transit + k * V, lo, hi, avail.data(),
@@ -280,7 +278,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinSerialChunk, SerialChunk,
                                   .Arg<ffi::Buffer<ffi::F64>>()  // hi
                                   .Arg<ffi::Buffer<ffi::S32>>()  // capacity
                                   .Arg<ffi::Buffer<ffi::F64>>()  // transit
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // frac_of
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // repair_of
                                   .Arg<ffi::Buffer<ffi::F64>>()  // fk
                                   .Arg<ffi::Buffer<ffi::F64>>()  // starts
                                   .Arg<ffi::Buffer<ffi::F64>>()  // fv
