@@ -9,11 +9,11 @@ what the XLA version computes, in the same order: the results are the same bit f
 
 The kernel is compiled for the machine it runs on (``-march=native``) the first time it is
 needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers that ship with
-jaxlib, into a cache directory (``$TWIN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/twin-engine`` or
-``~/.cache/twin-engine``), keyed by the source, the flags, the compiler, jaxlib and the CPU. A
-few seconds, once. ``TWIN_NATIVE=0`` turns the kernels off (the XLA version runs: same
-results, slower). Where they cannot be built (no compiler), the XLA version runs and a warning
-says why, once; :func:`build` raises the compiler's message.
+jaxlib, into a cache directory (``$TWIN_NATIVE_CACHE``, else ``twin-engine/native`` under
+``$XDG_CACHE_HOME`` or ``~/.cache``), keyed by the source, the flags, the compiler, jaxlib and
+the CPU. A few seconds, once. ``TWIN_NATIVE=0`` turns the kernels off (the XLA version runs:
+same results, slower). Where they cannot be built (no compiler), the XLA version runs and a
+warning says why, once; :func:`build` raises the compiler's message.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ REPAIRS = "twin_repairs_by_part"
 FLAGS = (
     "-O3",
     "-march=native",
-    "-ffp-contract=off",  # no fused multiply-adds: XLA:CPU rounds every product
+    "-ffp-contract=off",  # fused multiply-adds only where the source says (where XLA fuses)
     "-fno-math-errno",
     "-std=c++17",
     "-shared",
