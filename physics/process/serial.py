@@ -442,8 +442,52 @@ def _chunk_batch(
         model, p, k_f, proc, s.fail_since, s.fail_count, use_native
     )
     serv_k = [pr if d is None else pr + d for pr, d in zip(proc, down, strict=True)]
+    lanes_last = {
+        "d_prev": s.d_prev.T,
+        "starts": s.starts.transpose(1, 2, 0),
+        "delivered": s.delivered,
+        "lt_sum": s.lt_sum,
+        "wip_int": s.wip_int,
+        "busy": s.busy.T,
+        "down": s.down.T,
+        "blocked": s.blocked.T,
+        "produced": s.produced.T,
+        "last_out": s.last_out,
+    }
     if use_native:  # the share down, the recursion and the statistics in the kernel
-        return _chunk_native(n, p, s, serv_k, down, fail_since, fail_count)
+        c, leads = _recursion_native(p, lanes_last, serv_k, down)
+    else:
+        c, leads = _recursion_scan(model, p, lanes_last, serv_k, down)
+    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
+    return SerialState(
+        j=s.j + n,
+        fail_since=fail_since,
+        fail_count=fail_count,
+        d_prev=c["d_prev"].T,
+        starts=c["starts"].transpose(2, 0, 1),
+        delivered=c["delivered"],
+        lt_sum=c["lt_sum"],
+        lt_hist=hist,
+        wip_int=c["wip_int"],
+        busy=c["busy"].T,
+        down=c["down"].T,
+        blocked=c["blocked"].T,
+        produced=c["produced"].T,
+        last_out=c["last_out"],
+    )
+
+
+def _recursion_scan(
+    model: SerialModel,
+    p: SerialParams,
+    lanes_last: dict[str, jax.Array],
+    serv_k: list[jax.Array],
+    down: list[jax.Array | None],
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """The chunk's parts through the recursion, with the window statistics, as an XLA scan over
+    the parts: the carry ``lanes_last`` after the chunk, and the lead times (n, V) (NaN: none in
+    the window). ``serv_k`` are the service times, ``down`` the repair times (None: no
+    failures), one (n, V) array per station."""
     frac_k = [
         None if d is None else jnp.where(sv > 0, d / sv, 0.0)
         for sv, d in zip(serv_k, down, strict=True)
@@ -482,50 +526,18 @@ def _chunk_batch(
         }
         return new, jnp.where(in_win, lead, jnp.nan)
 
-    lanes_last = {
-        "d_prev": s.d_prev.T,
-        "starts": s.starts.transpose(1, 2, 0),
-        "delivered": s.delivered,
-        "lt_sum": s.lt_sum,
-        "wip_int": s.wip_int,
-        "busy": s.busy.T,
-        "down": s.down.T,
-        "blocked": s.blocked.T,
-        "produced": s.produced.T,
-        "last_out": s.last_out,
-    }
-    c, leads = jax.lax.scan(body, lanes_last, xs)  # leads (n, V)
-    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
-    return SerialState(
-        j=s.j + n,
-        fail_since=fail_since,
-        fail_count=fail_count,
-        d_prev=c["d_prev"].T,
-        starts=c["starts"].transpose(2, 0, 1),
-        delivered=c["delivered"],
-        lt_sum=c["lt_sum"],
-        lt_hist=hist,
-        wip_int=c["wip_int"],
-        busy=c["busy"].T,
-        down=c["down"].T,
-        blocked=c["blocked"].T,
-        produced=c["produced"].T,
-        last_out=c["last_out"],
-    )
+    c, leads = jax.lax.scan(body, lanes_last, xs)
+    return c, leads
 
 
-def _chunk_native(
-    n: int,
+def _recursion_native(
     p: SerialParams,
-    s: SerialState,
-    serv: list[jax.Array],
+    c: dict[str, jax.Array],
+    serv_k: list[jax.Array],
     down: list[jax.Array | None],
-    fail_since: jax.Array,
-    fail_count: jax.Array,
-) -> SerialState:
-    """The rest of :func:`_chunk_batch` through ``native.serial_chunk``: the share of each service
-    spent down, the recursion and the statistics, as its XLA version computes them, in the same
-    order."""
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """What :func:`_recursion_scan` computes, through ``native.serial_chunk`` (which also works
+    out the share of each service spent down): the same numbers, in the same order."""
     repair_of: list[int] = []
     repairs: list[jax.Array] = []
     for d in down:
@@ -538,31 +550,27 @@ def _chunk_native(
         p.capacity.T,
         p.transit.T,
         repair_of,
-        jnp.stack([s.d_prev.T, s.busy.T, s.down.T, s.blocked.T]),
-        s.starts.transpose(1, 2, 0),
-        jnp.stack([s.lt_sum, s.wip_int, s.last_out]),
-        s.produced.T,
-        s.delivered,
-        serv,
+        jnp.stack([c["d_prev"], c["busy"], c["down"], c["blocked"]]),
+        c["starts"],
+        jnp.stack([c["lt_sum"], c["wip_int"], c["last_out"]]),
+        c["produced"],
+        c["delivered"],
+        serv_k,
         repairs,
     )
-    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
-    return SerialState(
-        j=s.j + n,
-        fail_since=fail_since,
-        fail_count=fail_count,
-        d_prev=fk[0].T,
-        starts=starts.transpose(2, 0, 1),
-        delivered=delivered,
-        lt_sum=fv[0],
-        lt_hist=hist,
-        wip_int=fv[1],
-        busy=fk[1].T,
-        down=fk[2].T,
-        blocked=fk[3].T,
-        produced=produced.T,
-        last_out=fv[2],
-    )
+    out = {
+        "d_prev": fk[0],
+        "starts": starts,
+        "delivered": delivered,
+        "lt_sum": fv[0],
+        "wip_int": fv[1],
+        "busy": fk[1],
+        "down": fk[2],
+        "blocked": fk[3],
+        "produced": produced,
+        "last_out": fv[2],
+    }
+    return out, leads
 
 
 def run(
