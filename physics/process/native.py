@@ -37,13 +37,20 @@ import numpy as np
 ENV = "TWIN_NATIVE"
 CACHE_ENV = "TWIN_NATIVE_CACHE"
 SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
+#: The processing times' kernel, compiled into the same library.
+DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
 TARGET = "twin_serial_chunk"
 REPAIRS = "twin_repairs_by_part"
+DRAWS = "twin_serial_draws"
 FLAGS = (
     "-O3",
     "-march=native",
     "-ffp-contract=off",  # fused multiply-adds only where the source says (where XLA fuses)
     "-fno-math-errno",
+    # comparisons of floats may be if-converted (without it, g++ 12 leaves the draws' lane loops
+    # scalar); no value changes
+    "-fno-trapping-math",
+    "-mprefer-vector-width=512",  # where the CPU has AVX-512 (g++ prefers 256 bits on some)
     "-std=c++17",
     "-shared",
     "-fPIC",
@@ -105,7 +112,8 @@ def build(*, force: bool = False) -> Path:
         raise NativeBuildError(f"{cxx} --version failed: {exc}") from exc
     include = jax.ffi.include_dir()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode()):
+    sources = (SOURCE, DRAWS_SOURCE)
+    for part in (*(p.read_bytes() for p in sources), " ".join(FLAGS).encode(), version.encode()):
         key.update(part)
     key.update(f"{jax.__version__}\n{include}\n{_cpu_identity()}".encode())
     out_dir = cache_dir()
@@ -117,7 +125,7 @@ def build(*, force: bool = False) -> Path:
     # half-written library
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
     os.close(fd)
-    cmd = [exe, *FLAGS, "-isystem", include, str(SOURCE), "-o", tmp]
+    cmd = [exe, *FLAGS, "-isystem", include, *map(str, sources), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
@@ -139,7 +147,11 @@ def load() -> None:
             return
         try:
             lib = ctypes.CDLL(str(build()))
-            for name, symbol in ((TARGET, lib.TwinSerialChunk), (REPAIRS, lib.TwinRepairsByPart)):
+            for name, symbol in (
+                (TARGET, lib.TwinSerialChunk),
+                (REPAIRS, lib.TwinRepairsByPart),
+                (DRAWS, lib.TwinSerialDraws),
+            ):
                 capsule = jax.ffi.pycapsule(symbol)  # type: ignore[no-untyped-call]
                 jax.ffi.register_ffi_target(name, capsule, platform="cpu")
         except NativeBuildError as exc:
@@ -219,4 +231,39 @@ def repairs_by_part(busy: jax.Array, epochs: jax.Array, repairs: jax.Array) -> j
     dropped. What ``serial._repairs_by_part`` computes with a binary search and a scatter."""
     out = jax.ShapeDtypeStruct(busy.shape, jnp.float64)  # type: ignore[no-untyped-call]
     res: jax.Array = jax.ffi.ffi_call(REPAIRS, out)(busy, epochs, repairs)
+    return res
+
+
+#: ``csrc/serial_draws.cc``'s numbers for the distribution families.
+DRAW_KINDS = {
+    "deterministic": 0,
+    "exponential": 1,
+    "lognormal": 2,
+    "uniform": 3,
+    "gamma": 4,
+    "empirical": 5,
+}
+
+
+def serial_draws(
+    n: int,
+    seed: jax.Array,
+    j: jax.Array,
+    kinds: Sequence[str],
+    a: jax.Array,
+    b: jax.Array,
+    gseed: jax.Array,
+    gpar: jax.Array,
+    values: jax.Array,
+    nvalues: jax.Array,
+) -> jax.Array:
+    """Processing times of parts ``j .. j + n - 1`` of every lane and station, (K, n, V):
+    what ``serial._samples`` draws with XLA, bit for bit (``csrc/serial_draws.cc`` documents the
+    arguments)."""
+    k, v = a.shape
+    out = jax.ShapeDtypeStruct((k, n, v), jnp.float64)  # type: ignore[no-untyped-call]
+    codes = jnp.asarray(np.asarray([DRAW_KINDS[x] for x in kinds], dtype=np.int32))
+    res: jax.Array = jax.ffi.ffi_call(DRAWS, out)(
+        seed, j, codes, a, b, gseed, gpar, values, nvalues
+    )
     return res

@@ -35,6 +35,7 @@ from physics.process.devices import lane_devices
 from physics.process.dists import (
     GAMMA_GROUP,
     SERIAL_RNG,
+    _seed,
     rng_key,
     sample,
     uniform_at,
@@ -174,7 +175,13 @@ def _lane_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _samples(
-    model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, j: jax.Array, n: int
+    model: SerialModel,
+    p: SerialParams,
+    k_u: jax.Array,
+    k_g: jax.Array,
+    j: jax.Array,
+    n: int,
+    use_native: bool = False,
 ) -> list[jax.Array]:
     """Processing times of parts ``j .. j + n - 1``, one (n, V) array per station (lanes last,
     as the recursion reads them). ``p`` has a leading lane axis V; ``k_u``, ``k_g`` (V,) come
@@ -182,7 +189,10 @@ def _samples(
     number ``J * K + k`` of the lane's ``k_u`` stream (``dists.uniform_lanes``), and a gamma
     station's variates are numbered by part too (``dists.gamma``'s ``start``). So a lane's draws
     are the same however its parts are split into chunks (``n`` and ``j`` multiples of
-    :data:`GROUP`)."""
+    :data:`GROUP`). With ``use_native`` the CPU kernel ``native.serial_draws`` draws them: the
+    same numbers, bit for bit."""
+    if use_native:
+        return _samples_native(model, p, k_u, k_g, j, n)
     u = uniform_lanes(k_u, n, len(model.kinds), first_row=j)  # (K, n, V)
     cols = []
     for k, kind in enumerate(model.kinds):
@@ -195,6 +205,54 @@ def _samples(
             x = sample(kind, u[k], k_g, *args, p.nvalues[:, k])
         cols.append(x)
     return cols
+
+
+def _samples_native(
+    model: SerialModel, p: SerialParams, k_u: jax.Array, k_g: jax.Array, j: jax.Array, n: int
+) -> list[jax.Array]:
+    """:func:`_samples` through ``native.serial_draws``. The per-lane constants of each family
+    (a lognormal's mu and sigma, a gamma's d and c and its streams' seeds) are worked out here,
+    with the operations ``dists.sample`` applies to them; the kernel does the per-part work."""
+    v = j.shape[0]
+    zero, one = jnp.zeros((v,)), jnp.ones((v,))
+    a, b = [], []
+    gseed = jnp.zeros((len(model.kinds), 3, v), jnp.uint64)
+    gpar = jnp.zeros((len(model.kinds), 4, v))
+    for k, kind in enumerate(model.kinds):
+        mean, cv, low, high = p.mean[:, k], p.cv[:, k], p.low[:, k], p.high[:, k]
+        if kind == DistKind.LOGNORMAL:
+            s2 = jnp.log1p(cv * cv)
+            a.append(jnp.log(mean) - s2 / 2)
+            b.append(jnp.sqrt(s2))
+        elif kind == DistKind.UNIFORM:
+            a.append(low)
+            b.append(high - low)
+        elif kind == DistKind.GAMMA:
+            a.append(mean)
+            b.append(cv)
+            shape = 1.0 / (cv * cv)
+            boost = shape < 1.0
+            d = jnp.where(boost, shape + 1.0, shape) - 1.0 / 3.0
+            gpar = gpar.at[k].set(jnp.stack([d, 1.0 / jnp.sqrt(9.0 * d), shape, boost * one]))
+            station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
+            streams = jax.vmap(lambda key: jax.random.split(key, 3))(station)  # (V, 3)
+            gseed = gseed.at[k].set(_seed(streams).T)
+        else:  # deterministic, exponential (the mean), empirical (its own arrays)
+            a.append(mean)
+            b.append(zero)
+    times = native.serial_draws(
+        n,
+        _seed(k_u),
+        j,
+        [str(kind) for kind in model.kinds],
+        jnp.stack(a),
+        jnp.stack(b),
+        gseed,
+        gpar,
+        jnp.transpose(p.values, (1, 0, 2)),
+        p.nvalues.T,
+    )
+    return [times[k] for k in range(len(model.kinds))]
 
 
 def _downtime(
@@ -437,7 +495,12 @@ def _chunk_batch(
 
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.
-    proc = _samples(model, p, k_u, k_g, s.j, n)
+    # The times as drawn, each rounded, before anything adds them up: XLA:CPU would otherwise
+    # fuse a time's last product (an exponential's mean times its unit variate) into the sums
+    # that read it, one rounding fewer, and the results would depend on whether the native
+    # kernel drew the times. A maximum stands between (times are never negative: a no-op); an
+    # optimization barrier does not (XLA:CPU removes it before fusion).
+    proc = [jnp.maximum(x, 0.0) for x in _samples(model, p, k_u, k_g, s.j, n, use_native)]
     down, fail_since, fail_count = _downtime(
         model, p, k_f, proc, s.fail_since, s.fail_count, use_native
     )
