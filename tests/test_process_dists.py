@@ -245,3 +245,23 @@ def test_unit_exponential_is_exact_on_the_uniform_grid() -> None:
     assert got[u == 0].tolist() == [0.0] * int(np.sum(u == 0))
     nz = u > 0
     assert np.max(np.abs(got[nz] - want[nz]) / np.spacing(want[nz])) <= 1.0
+
+
+def test_exp_within_one_ulp_of_numpy() -> None:
+    """fdlibm's exponential against NumPy's over the whole range that gives normal numbers, the
+    lognormal times' range, tiny arguments and the special values."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate(
+        [
+            rng.uniform(-708.3, 709.7, 200_000),
+            rng.normal(0.0, 3.0, 200_000),
+            rng.uniform(-1e-9, 1e-9, 1_000),
+            [0.0, -0.0, 1.0, -1.0, np.log(2.0), 0.5 * np.log(2.0), 709.78],
+        ]
+    )
+    got = np.asarray(jax.jit(dists.exp)(jnp.asarray(x)))
+    want = np.exp(x)
+    assert np.max(np.abs(got - want) / np.spacing(want)) <= 1.0
+    special = np.asarray(dists.exp(jnp.asarray([np.inf, -np.inf, np.nan, 710.0, -746.0])))
+    assert special[0] == np.inf and special[1] == 0.0 and np.isnan(special[2])
+    assert special[3] == np.inf and special[4] == 0.0

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -89,6 +90,60 @@ def test_kernel_matches_on_the_benchmark_line() -> None:
     native.load()
     text = (Path(__file__).parents[1] / "benchmarks/lines/ten_serial.yaml").read_text()
     _both(text, lanes=9, mixed=False, hours=3.0)
+
+
+EVERY_FAMILY = """line: families
+stations:
+  - {id: a, process_time: 12}
+  - {id: b, process_time: {dist: exponential, mean: 20}}
+  - {id: c, process_time: {dist: lognormal, mean: 22, cv: 0.3}}
+  - {id: d, process_time: {dist: uniform, low: 15, high: 25}}
+  - {id: e, process_time: {dist: gamma, mean: 20, cv: 0.5}}
+  - {id: f, process_time: {dist: gamma, mean: 20, cv: 1.6}}
+  - {id: g, process_time: {dist: empirical, values: [3, 9.5, 14, 30]}}
+buffers:
+  - {id: b1, from: a, to: b, capacity: 2}
+  - {id: b2, from: b, to: c, capacity: 2}
+  - {id: b3, from: c, to: d, capacity: 2}
+  - {id: b4, from: d, to: e, capacity: 2}
+  - {id: b5, from: e, to: f, capacity: 2}
+  - {id: b6, from: f, to: g, capacity: 2}
+"""
+
+
+@pytest.mark.parametrize("first", [0, 4096])
+def test_draws_match_xla_for_every_family(first: int) -> None:
+    """The draws kernel against ``serial._samples``'s XLA draws, bit for bit, for every family
+    (gamma with a shape above and below 1), each lane with its own means, spreads and bounds, and
+    parts far into a lane's stream. (Batches of more than one lane: XLA:CPU itself rounds a
+    gamma variate differently in the last bit in a batch of one, its fusions being different.)"""
+    native.load()
+    model, params = serial.build_serial(parse_line(EVERY_FAMILY))
+    lanes, n = 33, 64
+    rng = np.random.default_rng(first)
+    p = jax.tree.map(lambda a: jnp.broadcast_to(a, (lanes, *a.shape)), params)
+    scale = rng.uniform(0.5, 2.0, size=p.mean.shape)
+    p = dataclasses.replace(
+        p,
+        mean=p.mean * scale,
+        cv=p.cv * rng.uniform(0.3, 3.0, size=p.cv.shape),
+        low=p.low * scale,
+        high=p.high * scale,
+        values=p.values * rng.uniform(0.5, 2.0, size=p.values.shape),
+    )
+    keys = api.replication_keys(3, 1, lanes)
+    j = jnp.asarray(first + 16 * rng.integers(0, 8, lanes), jnp.int32)
+
+    @partial(jax.jit, static_argnums=0)
+    def draw(use_native: bool, p: serial.SerialParams, keys: jax.Array) -> list[jax.Array]:
+        k_u, k_g, _ = jax.vmap(serial._lane_keys)(keys)
+        return serial._samples(model, p, k_u, k_g, j, n, use_native)
+
+    xla, nat = draw(False, p, keys), draw(True, p, keys)
+    for kind, a, b in zip(model.kinds, xla, nat, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape == (n, lanes) and np.all(a > 0), kind
+        assert np.array_equal(a, b), (kind, int(np.sum(a != b)))
 
 
 def test_without_a_compiler_the_build_says_why(
