@@ -146,6 +146,23 @@ def test_draws_match_xla_for_every_family(first: int) -> None:
         assert np.array_equal(a, b), (kind, int(np.sum(a != b)))
 
 
+@pytest.mark.parametrize("block", [1, 2])
+def test_failures_drawn_in_many_blocks_match(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Failures drawn one or two at a time (``_failure_block``), so that nearly every chunk draws
+    several blocks of epochs and some parts take repairs from two blocks: the downtime kernel
+    against XLA's loop, bit for bit."""
+    monkeypatch.setattr(serial, "_failure_block", lambda n, rate: block)
+    text = f"""line: blocks{block}
+stations:
+  - {{id: p{block}, process_time: {{dist: exponential, mean: 20}}, failures: {{mtbf: 30, mttr: 5}}}}
+  - {{id: q{block}, process_time: 25, failures: {{mtbf: 90, mttr: 40}}}}
+buffers:
+  - {{id: pq{block}, from: p{block}, to: q{block}, capacity: 2}}
+"""
+    native.load()
+    _both(text, lanes=6, mixed=False, hours=3.0)
+
+
 def test_without_a_compiler_the_build_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,6 +42,7 @@ DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
 TARGET = "twin_serial_chunk"
 REPAIRS = "twin_repairs_by_part"
 DRAWS = "twin_serial_draws"
+DOWNTIME = "twin_serial_downtime"
 FLAGS = (
     "-O3",
     "-march=native",
@@ -151,6 +152,7 @@ def load() -> None:
                 (TARGET, lib.TwinSerialChunk),
                 (REPAIRS, lib.TwinRepairsByPart),
                 (DRAWS, lib.TwinSerialDraws),
+                (DOWNTIME, lib.TwinSerialDowntime),
             ):
                 capsule = jax.ffi.pycapsule(symbol)  # type: ignore[no-untyped-call]
                 jax.ffi.register_ffi_target(name, capsule, platform="cpu")
@@ -267,3 +269,28 @@ def serial_draws(
         seed, j, codes, a, b, gseed, gpar, values, nvalues
     )
     return res
+
+
+def serial_downtime(
+    proc: jax.Array,
+    seed: jax.Array,
+    mtbf: jax.Array,
+    mttr: jax.Array,
+    since: jax.Array,
+    count: jax.Array,
+    block: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One failing station's repair time by part (n, V) and its failure clock after the chunk
+    (busy time since the last failure, failures so far; (V,) each), from its processing times
+    ``proc`` (n, V): what ``serial._downtime`` computes with XLA for the station, bit for bit
+    (``block``: its failures drawn at a time; ``csrc/serial_draws.cc`` says how)."""
+    n, v = proc.shape
+    outs = (
+        jax.ShapeDtypeStruct((n, v), jnp.float64),  # type: ignore[no-untyped-call]
+        jax.ShapeDtypeStruct((v,), jnp.float64),  # type: ignore[no-untyped-call]
+        jax.ShapeDtypeStruct((v,), jnp.int32),  # type: ignore[no-untyped-call]
+    )
+    rep, since_out, count_out = jax.ffi.ffi_call(DOWNTIME, outs)(
+        proc, seed, mtbf, mttr, since, count, jnp.asarray([block], jnp.int32)
+    )
+    return rep, since_out, count_out

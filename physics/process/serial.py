@@ -284,6 +284,13 @@ def _downtime(
     cols = [k for k, f in enumerate(model.fails) if f]
     for c, k in enumerate(cols):
         station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_f, c)
+        if use_native:  # the busy times, the epochs, their parts and the clock, in one kernel
+            col, since_k, count_k = native.serial_downtime(
+                proc[k], _seed(station), p.mtbf[:, k], p.mttr[:, k], since[:, k], count[:, k], m
+            )
+            out[k] = col
+            since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
+            continue
         busy = _running_sum(proc[k])
         col, since_k, count_k = _repairs_by_part(
             busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k], use_native
@@ -339,9 +346,14 @@ def _repairs_by_part(
         the last epoch, the repairs by part (those past the chunk are dropped), and how many
         fell in the chunk and the last of those."""
         f = (count + i * m + t).astype(jnp.uint64)  # (m, V) failure numbers
-        gaps = mtbf * unit_exponential(uniform_at(keys, 2 * f))
+        # each gap rounded on its own (the maximum: see _chunk_batch), the epochs summed one
+        # after the other (as the native kernel sums them; jnp.cumsum's order is XLA's own)
+        gaps = jnp.maximum(mtbf * unit_exponential(uniform_at(keys, 2 * f)), 0.0)
         repairs = mttr * unit_exponential(uniform_at(keys, 2 * f + 1))
-        epochs = after + jnp.cumsum(gaps, axis=0)
+        rows = [after + gaps[0]]
+        for g in gaps[1:]:
+            rows.append(rows[-1] + g)
+        epochs = jnp.stack(rows)
         if use_native:  # the same, by a merge of the sorted epochs with the parts' ends
             add = native.repairs_by_part(busy, epochs, repairs)
         else:

@@ -317,6 +317,133 @@ void gamma_retries(uint64_t s1, int64_t j, double d, double c, double* out, char
   }
 }
 
+// Failure f of a station's stream: the busy time since the last failure (rounded on its own,
+// as serial._repairs_by_part's maximum makes XLA round it) and the repair time.
+inline void failure_draw(uint64_t seed, uint64_t f, double mtbf, double mttr, double* gap,
+                         double* repair) {
+  *gap = std::max(mtbf * -log_(1.0 - uniform_at(seed, 2 * f)), 0.0);
+  *repair = mttr * -log_(1.0 - uniform_at(seed, 2 * f + 1));
+}
+
+// Failure count + t of every lane.
+__attribute__((noinline)) void failure_row(const uint64_t* __restrict seed,
+                                           const int32_t* __restrict count, int64_t t,
+                                           const double* __restrict mtbf,
+                                           const double* __restrict mttr, double* __restrict gap,
+                                           double* __restrict repair, int64_t V) {
+  for (int64_t v = 0; v < V; ++v) {
+    const uint64_t f = static_cast<uint64_t>(static_cast<int64_t>(count[v]) + t);
+    failure_draw(seed[v], f, mtbf[v], mttr[v], &gap[v], &repair[v]);
+  }
+}
+
+// serial._downtime for one failing station (operation mode): its busy time at the end of each
+// part (serial._running_sum's order: sums within blocks of 16 parts, the blocks' totals carried
+// along), its failure epochs in busy time (failure f: gap mtbf * -log(1 - U(2f)) after the last,
+// repair mttr * -log(1 - U(2f + 1)), U the station's stream), drawn m at a time as
+// serial._repairs_by_part draws them until one falls past the chunk, each failure's repair given
+// to the first part that ends at or after it (summed per part and block of m, the blocks' sums
+// then added, as XLA's scatter into zeros and its carry do), and the failure clock after the chunk.
+ffi::Error SerialDowntime(ffi::Buffer<ffi::F64> proc_b, ffi::Buffer<ffi::U64> seed_b,
+                          ffi::Buffer<ffi::F64> mtbf_b, ffi::Buffer<ffi::F64> mttr_b,
+                          ffi::Buffer<ffi::F64> since_b, ffi::Buffer<ffi::S32> count_b,
+                          ffi::Buffer<ffi::S32> block_b, ffi::ResultBuffer<ffi::F64> rep_o,
+                          ffi::ResultBuffer<ffi::F64> since_o, ffi::ResultBuffer<ffi::S32> count_o) {
+  const auto dims = proc_b.dimensions();
+  const int64_t V = seed_b.element_count();
+  if (dims.size() != 2 || dims[1] != V || dims[0] % kGroup || block_b.element_count() != 1 ||
+      block_b.typed_data()[0] < 1) {
+    return ffi::Error::InvalidArgument("twin_serial_downtime: proc (n, V), n whole groups of 16");
+  }
+  const int64_t n = dims[0], m = block_b.typed_data()[0];
+  const double* proc = proc_b.typed_data();
+  double* rep = rep_o->typed_data();
+  std::vector<double> busy(n * V), within(V), offset(V, 0.0);
+  for (int64_t b = 0; b < n / kGroup; ++b) {  // serial._running_sum
+    for (int64_t i = 0; i < kGroup; ++i) {
+      const double* x = proc + (b * kGroup + i) * V;
+      double* out = busy.data() + (b * kGroup + i) * V;
+      for (int64_t v = 0; v < V; ++v) {
+        within[v] = i ? within[v] + x[v] : x[v];
+        out[v] = within[v] + offset[v];
+      }
+    }
+    for (int64_t v = 0; v < V; ++v) offset[v] = offset[v] + within[v];
+  }
+  // Each lane's failures in the chunk, block by block, until a block ends past the chunk (a
+  // short scalar loop per lane): epochs, repairs and block numbers, lane after lane.
+  // The first block's gaps and repairs, every lane at once (vectorized), then each lane's
+  // epochs and any further blocks (rare: a short scalar loop), lane after lane.
+  const uint64_t* seed = seed_b.typed_data();
+  const double* mtbf = mtbf_b.typed_data();
+  const double* mttr = mttr_b.typed_data();
+  const int32_t* count = count_b.typed_data();
+  std::vector<double> gap0(m * V), repair0(m * V);
+  for (int64_t t = 0; t < m; ++t) {
+    failure_row(seed, count, t, mtbf, mttr, gap0.data() + t * V, repair0.data() + t * V, V);
+  }
+  std::vector<double> epoch, repair;
+  std::vector<int64_t> block, first_of(V + 1);
+  epoch.reserve(m * V);
+  repair.reserve(m * V);
+  block.reserve(m * V);
+  for (int64_t v = 0; v < V; ++v) {
+    first_of[v] = static_cast<int64_t>(epoch.size());
+    const double since = since_b.typed_data()[v], end = busy[(n - 1) * V + v];
+    double e = -since, last_in = -INFINITY;
+    int32_t inside = 0;
+    for (int64_t b = 0; e <= end || b == 0; ++b) {
+      for (int64_t t = 0; t < m; ++t) {
+        double gap = 0.0, rp = 0.0;
+        if (b == 0) {
+          gap = gap0[t * V + v];
+          rp = repair0[t * V + v];
+        } else {
+          const uint64_t f = static_cast<uint64_t>(count[v] + b * m + t);
+          failure_draw(seed[v], f, mtbf[v], mttr[v], &gap, &rp);
+        }
+        e = e + gap;
+        epoch.push_back(e);
+        repair.push_back(rp);
+        block.push_back(b);
+        if (e <= end) {
+          ++inside;
+          last_in = std::max(last_in, e);
+        }
+      }
+    }
+    since_o->typed_data()[v] = inside > 0 ? end - last_in : since + end;
+    count_o->typed_data()[v] = count[v] + inside;
+  }
+  first_of[V] = static_cast<int64_t>(epoch.size());
+  // Each failure to the first part that ends at or after it, the parts in order and the lanes
+  // inside (the busy times read row by row): a part's repairs summed from zero within a block,
+  // the blocks' sums then added in order.
+  std::memset(rep, 0, sizeof(double) * n * V);
+  std::vector<int64_t> next(first_of.begin(), first_of.end() - 1);
+  std::vector<double> due(V);  // each lane's next failure not yet placed (inf: none)
+  for (int64_t v = 0; v < V; ++v) due[v] = next[v] < first_of[v + 1] ? epoch[next[v]] : INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* b = busy.data() + i * V;
+    for (int64_t v = 0; v < V; ++v) {
+      if (!(due[v] <= b[v])) continue;  // (dense arrays: no gather for the common miss)
+      int64_t f = next[v];
+      const int64_t last = first_of[v + 1];
+      double total = 0.0;
+      while (f < last && epoch[f] <= b[v]) {
+        double sum = 0.0;
+        const int64_t blk = block[f];
+        for (; f < last && epoch[f] <= b[v] && block[f] == blk; ++f) sum = sum + repair[f];
+        total = total + sum;
+      }
+      rep[i * V + v] = total;
+      next[v] = f;
+      due[v] = f < last ? epoch[f] : INFINITY;
+    }
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error SerialDraws(ffi::Buffer<ffi::U64> seed_b, ffi::Buffer<ffi::S32> j_b,
                        ffi::Buffer<ffi::S32> kind_b, ffi::Buffer<ffi::F64> a_b,
                        ffi::Buffer<ffi::F64> b_b, ffi::Buffer<ffi::U64> gseed_b,
@@ -423,3 +550,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinSerialDraws, SerialDraws,
                                   .Arg<ffi::Buffer<ffi::F64>>()  // values
                                   .Arg<ffi::Buffer<ffi::S32>>()  // nvalues
                                   .Ret<ffi::Buffer<ffi::F64>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinSerialDowntime, SerialDowntime,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // proc
+                                  .Arg<ffi::Buffer<ffi::U64>>()  // seed
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // mtbf
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // mttr
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // since
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // block
+                                  .Ret<ffi::Buffer<ffi::F64>>()  // repairs by part
+                                  .Ret<ffi::Buffer<ffi::F64>>()  // since
+                                  .Ret<ffi::Buffer<ffi::S32>>());  // count
