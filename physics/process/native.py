@@ -4,8 +4,11 @@ FFI (``jax.ffi``).
 The serial fast path's (max,+) recursion is a loop over parts with a short chain of stations
 inside: as XLA operations that is about 115 small kernels a part, each a few microseconds of
 dispatch around a few hundred lanes of arithmetic. :data:`SOURCE` does one part as one pass over
-the stations, each a loop over the lanes that the C++ compiler vectorizes, and computes exactly
-what the XLA version computes, in the same order: the results are the same bit for bit (tested).
+the stations, each a loop over the lanes that the C++ compiler vectorizes. :data:`DRAWS_SOURCE`
+draws the chunk's processing times (the samplers' many small kernels, and the gamma sampler's
+retry rounds over the whole batch, in XLA) and a failing station's failures. Both compute
+exactly what the XLA versions compute, with the same roundings: the results are the same bit
+for bit (tested).
 
 The kernel is compiled for the machine it runs on (``-march=native``) the first time it is
 needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers that ship with
@@ -40,7 +43,6 @@ SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
 #: The processing times' kernel, compiled into the same library.
 DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
 TARGET = "twin_serial_chunk"
-REPAIRS = "twin_repairs_by_part"
 DRAWS = "twin_serial_draws"
 DOWNTIME = "twin_serial_downtime"
 FLAGS = (
@@ -150,7 +152,6 @@ def load() -> None:
             lib = ctypes.CDLL(str(build()))
             for name, symbol in (
                 (TARGET, lib.TwinSerialChunk),
-                (REPAIRS, lib.TwinRepairsByPart),
                 (DRAWS, lib.TwinSerialDraws),
                 (DOWNTIME, lib.TwinSerialDowntime),
             ):
@@ -225,15 +226,6 @@ def serial_chunk(
     )
     a, b, c, d, e, f = res
     return a, b, c, d, e, f
-
-
-def repairs_by_part(busy: jax.Array, epochs: jax.Array, repairs: jax.Array) -> jax.Array:
-    """Repair time of each part (n, V): every failure (``epochs``, ``repairs`` (m, V), in busy
-    time) goes to the first part whose ``busy`` (n, V) end reaches it; those past the chunk are
-    dropped. What ``serial._repairs_by_part`` computes with a binary search and a scatter."""
-    out = jax.ShapeDtypeStruct(busy.shape, jnp.float64)  # type: ignore[no-untyped-call]
-    res: jax.Array = jax.ffi.ffi_call(REPAIRS, out)(busy, epochs, repairs)
-    return res
 
 
 #: ``csrc/serial_draws.cc``'s numbers for the distribution families.

@@ -277,24 +277,23 @@ def _downtime(
     of a few at a time (about the expected number plus four standard deviations) until one falls
     past the chunk's end (a loop that rarely runs), and gives each part the repairs whose epochs
     fall in its own busy interval: exact whatever the failure rate, and O(failures) random
-    numbers, not O(parts x failures).
+    numbers, not O(parts x failures). With ``use_native`` the CPU kernel
+    ``native.serial_downtime`` does a station's part of this: the same numbers, bit for bit.
     """
     m = _failure_block(proc[0].shape[0], model.fail_rate)
     out: list[jax.Array | None] = [None] * len(proc)
     cols = [k for k, f in enumerate(model.fails) if f]
     for c, k in enumerate(cols):
         station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_f, c)
+        clock = (p.mtbf[:, k], p.mttr[:, k])
         if use_native:  # the busy times, the epochs, their parts and the clock, in one kernel
             col, since_k, count_k = native.serial_downtime(
-                proc[k], _seed(station), p.mtbf[:, k], p.mttr[:, k], since[:, k], count[:, k], m
+                proc[k], _seed(station), *clock, since[:, k], count[:, k], m
             )
-            out[k] = col
-            since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
-            continue
-        busy = _running_sum(proc[k])
-        col, since_k, count_k = _repairs_by_part(
-            busy, p.mtbf[:, k], p.mttr[:, k], station, m, since[:, k], count[:, k], use_native
-        )
+        else:
+            col, since_k, count_k = _repairs_by_part(
+                _running_sum(proc[k]), *clock, station, m, since[:, k], count[:, k]
+            )
         out[k] = col
         since, count = since.at[:, k].set(since_k), count.at[:, k].set(count_k)
     return out, since, count
@@ -328,7 +327,6 @@ def _repairs_by_part(
     m: int,
     since: jax.Array,
     count: jax.Array,
-    use_native: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Repair time of each part of a chunk (n, V), ``busy`` (n, V) being the station's busy time
     at the end of each part and ``mtbf``, ``mttr``, ``keys``, ``since``, ``count`` (V,): failure
@@ -354,18 +352,15 @@ def _repairs_by_part(
         for g in gaps[1:]:
             rows.append(rows[-1] + g)
         epochs = jnp.stack(rows)
-        if use_native:  # the same, by a merge of the sorted epochs with the parts' ends
-            add = native.repairs_by_part(busy, epochs, repairs)
-        else:
-            # the part during which each epoch falls: the number of parts that ended before it
-            # (n: past the chunk), by a binary search in every lane at once
-            lo = jnp.zeros(epochs.shape, jnp.int32)
-            hi = jnp.full(epochs.shape, n, jnp.int32)
-            for _ in range(n.bit_length()):
-                mid = (lo + hi) // 2
-                below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
-                lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
-            add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
+        # the part during which each epoch falls: the number of parts that ended before it
+        # (n: past the chunk), by a binary search in every lane at once
+        lo = jnp.zeros(epochs.shape, jnp.int32)
+        hi = jnp.full(epochs.shape, n, jnp.int32)
+        for _ in range(n.bit_length()):
+            mid = (lo + hi) // 2
+            below = jnp.take_along_axis(busy, jnp.minimum(mid, n - 1), axis=0) < epochs
+            lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+        add = jnp.zeros_like(busy).at[lo, lane].add(repairs, mode="drop")
         inside = epochs <= end
         last_in = jnp.max(jnp.where(inside, epochs, -jnp.inf), axis=0)
         return epochs[-1], add, jnp.sum(inside, axis=0, dtype=jnp.int32), last_in
@@ -502,8 +497,8 @@ def _chunk_batch(
 ) -> SerialState:
     """``n`` more parts through every lane. ``p``, ``s`` and ``keys`` have a leading lane axis V;
     the recursion runs with lanes last, so that each station's update is one vector op. With
-    ``use_native`` the repairs' assignment to parts, the recursion and its statistics run in the
-    CPU kernels of :mod:`physics.process.native` instead: the same numbers, bit for bit."""
+    ``use_native`` the draws, the failures, the recursion and its statistics run in the CPU
+    kernels of :mod:`physics.process.native` instead: the same numbers, bit for bit."""
 
     k_u, k_g, k_f = jax.vmap(_lane_keys)(keys)
     # Every draw is made lanes last, in the layout the recursion reads: (n, V) per station.

@@ -226,52 +226,6 @@ ffi::Error SerialChunk(ffi::Buffer<ffi::F64> lo_b, ffi::Buffer<ffi::F64> hi_b,
 
 }  // namespace
 
-// Repair times by part (serial._repairs_by_part's binary search and scatter): busy (n, V) the
-// station's busy time at the end of each part (nondecreasing down the parts), epochs (m, V) the
-// busy times of failures (nondecreasing), repairs (m, V) their repair times. Each failure goes to
-// the first part that ends at or after it (none: past the chunk, dropped); a part's repairs are
-// summed from zero in the failures' order, as XLA's scatter-add into zeros sums them.
-static ffi::Error RepairsByPart(ffi::Buffer<ffi::F64> busy_b, ffi::Buffer<ffi::F64> epochs_b,
-                                ffi::Buffer<ffi::F64> repairs_b,
-                                ffi::ResultBuffer<ffi::F64> out_o) {
-  const auto bd = busy_b.dimensions();
-  const auto ed = epochs_b.dimensions();
-  if (bd.size() != 2 || ed.size() != 2 || bd[1] != ed[1] ||
-      repairs_b.element_count() != epochs_b.element_count() ||
-      out_o->element_count() != busy_b.element_count())
-    return ffi::Error::InvalidArgument("repairs: busy (n, V), epochs and repairs (m, V)");
-  const int64_t n = bd[0], V = bd[1], m = ed[0];
-  const double* busy = busy_b.typed_data();
-  const double* epochs = epochs_b.typed_data();
-  const double* repairs = repairs_b.typed_data();
-  double* out = out_o->typed_data();
-  std::memset(out, 0, sizeof(double) * n * V);
-  std::vector<int64_t> next(V, 0);  // per lane: the first failure not yet placed
-  for (int64_t i = 0; i < n && m > 0; ++i) {
-    const double* b = busy + i * V;
-    double* o = out + i * V;
-    for (int64_t v = 0; v < V; ++v) {
-      int64_t f = next[v];
-      if (f >= m || epochs[f * V + v] > b[v]) continue;
-      double sum = 0.0;
-      do {
-        sum = sum + repairs[f * V + v];
-        ++f;
-      } while (f < m && epochs[f * V + v] <= b[v]);
-      o[v] = sum;
-      next[v] = f;
-    }
-  }
-  return ffi::Error::Success();
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinRepairsByPart, RepairsByPart,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F64>>()  // busy
-                                  .Arg<ffi::Buffer<ffi::F64>>()  // epochs
-                                  .Arg<ffi::Buffer<ffi::F64>>()  // repairs
-                                  .Ret<ffi::Buffer<ffi::F64>>());
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinSerialChunk, SerialChunk,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F64>>()  // lo
