@@ -163,6 +163,29 @@ buffers:
     _both(text, lanes=6, mixed=False, hours=3.0)
 
 
+def test_lead_histogram_matches_xla_at_the_edges() -> None:
+    """The histogram kernel against ``model.add_lead_times``: lead times on the bin edges and a
+    hair either side, zero, beyond the last edge, infinite, and NaN (no lead time)."""
+    from physics.process.model import LT_BINS, LT_EDGES, add_lead_times
+
+    native.load()
+    rng = np.random.default_rng(5)
+    edges = LT_EDGES[rng.integers(0, LT_BINS + 1, 300)]
+    specials = [0.0, 1e-3, 1e9, np.inf, np.nan, LT_EDGES[0], LT_EDGES[-1]]
+    pool = np.concatenate(
+        [edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), specials]
+    )
+    lanes = 7
+    leads = np.concatenate([pool, 10 ** rng.uniform(-3, 9, 4 * lanes * 64)])
+    leads = leads[: len(leads) // lanes * lanes].reshape(-1, lanes)
+    start = jnp.asarray(rng.integers(0, 5, (lanes, LT_BINS)), jnp.int32)
+    lane = jnp.arange(lanes)[None, :]
+    want = jax.jit(add_lead_times)(start, jnp.asarray(leads), lane)
+    got = jax.jit(native.lead_histogram)(start, jnp.asarray(leads), jnp.asarray(LT_EDGES))
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert int(np.asarray(got).sum() - np.asarray(start).sum()) == int(np.sum(~np.isnan(leads)))
+
+
 def test_without_a_compiler_the_build_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

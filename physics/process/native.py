@@ -45,6 +45,7 @@ DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
 TARGET = "twin_serial_chunk"
 DRAWS = "twin_serial_draws"
 DOWNTIME = "twin_serial_downtime"
+HISTOGRAM = "twin_lead_histogram"
 FLAGS = (
     "-O3",
     "-march=native",
@@ -154,6 +155,7 @@ def load() -> None:
                 (TARGET, lib.TwinSerialChunk),
                 (DRAWS, lib.TwinSerialDraws),
                 (DOWNTIME, lib.TwinSerialDowntime),
+                (HISTOGRAM, lib.TwinLeadHistogram),
             ):
                 capsule = jax.ffi.pycapsule(symbol)  # type: ignore[no-untyped-call]
                 jax.ffi.register_ffi_target(name, capsule, platform="cpu")
@@ -286,3 +288,13 @@ def serial_downtime(
         proc, seed, mtbf, mttr, since, count, jnp.asarray([block], jnp.int32)
     )
     return rep, since_out, count_out
+
+
+def lead_histogram(hist: jax.Array, leads: jax.Array, edges: jax.Array) -> jax.Array:
+    """``model.add_lead_times(hist, leads, lane)`` for lead times ``leads`` (n, V) of lanes
+    ``0 .. V - 1`` and ``hist`` (V, B) int32 on ``edges`` (B + 1): the same counts, updated in
+    place where XLA lets it."""
+    out = jax.ShapeDtypeStruct(hist.shape, hist.dtype)  # type: ignore[no-untyped-call]
+    call = jax.ffi.ffi_call(HISTOGRAM, out, input_output_aliases={0: 0})
+    res: jax.Array = call(hist, leads, edges)
+    return res

@@ -42,7 +42,7 @@ from physics.process.dists import (
     uniform_lanes,
     unit_exponential,
 )
-from physics.process.model import LT_BINS, add_lead_times, check_horizon
+from physics.process.model import LT_BINS, LT_EDGES, add_lead_times, check_horizon
 from scenes.errors import SimulationError
 from scenes.spec import DistKind, FailureMode, LineSpec
 
@@ -528,7 +528,10 @@ def _chunk_batch(
         c, leads = _recursion_native(p, lanes_last, serv_k, down)
     else:
         c, leads = _recursion_scan(model, p, lanes_last, serv_k, down)
-    hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
+    if use_native:
+        hist = native.lead_histogram(s.lt_hist, leads, jnp.asarray(LT_EDGES))
+    else:
+        hist = add_lead_times(s.lt_hist, leads, jnp.arange(leads.shape[1])[None, :])
     return SerialState(
         j=s.j + n,
         fail_since=fail_since,

@@ -444,6 +444,46 @@ ffi::Error SerialDowntime(ffi::Buffer<ffi::F64> proc_b, ffi::Buffer<ffi::U64> se
   return ffi::Error::Success();
 }
 
+// model.lt_bins of a row of lead times: the bin read off the logarithm, then checked against
+// the two edges around it (so exact, whatever the logarithm's last bit); NaN (none) gets bin 0.
+__attribute__((noinline)) void lead_bins(const double* __restrict lead,
+                                         const double* __restrict edges, int32_t* __restrict bin,
+                                         int64_t bins, double per_decade, int64_t V) {
+  constexpr double kInvLn10 = 0.43429448190325176;  // model._INV_LN10 (1 / log(10))
+  for (int64_t v = 0; v < V; ++v) {
+    const double x = lead[v];
+    double guess = std::floor(std::fma(log_(x), kInvLn10, 2.0) * per_decade);
+    guess = std::isnan(guess) ? 0.0 : clip(guess, 0.0, static_cast<double>(bins - 1));
+    int32_t b = static_cast<int32_t>(guess);
+    b = x <= edges[b] ? b - 1 : (x > edges[b + 1] ? b + 1 : b);
+    bin[v] = std::min(std::max(b, 0), static_cast<int32_t>(bins - 1));
+  }
+}
+
+// model.add_lead_times: hist (V, B) s32 (the result, aliased) plus one count in lane v's bin for
+// each lead time (n, V) that is not NaN; edges (B + 1) f64 (model.LT_EDGES).
+ffi::Error LeadHistogram(ffi::Buffer<ffi::S32> hist_b, ffi::Buffer<ffi::F64> leads_b,
+                         ffi::Buffer<ffi::F64> edges_b, ffi::ResultBuffer<ffi::S32> out_o) {
+  const auto hd = hist_b.dimensions(), ld = leads_b.dimensions();
+  if (hd.size() != 2 || ld.size() != 2 || hd[0] != ld[1] ||
+      edges_b.element_count() != hd[1] + 1) {
+    return ffi::Error::InvalidArgument("twin_lead_histogram: hist (V, B), leads (n, V), edges");
+  }
+  const int64_t V = hd[0], B = hd[1], n = ld[0];
+  int32_t* hist = out_o->typed_data();
+  if (hist != hist_b.typed_data()) std::copy_n(hist_b.typed_data(), V * B, hist);
+  const double per_decade = static_cast<double>(B) / 10.0;  // model._LT_PER_DECADE
+  std::vector<int32_t> bin(V);
+  for (int64_t r = 0; r < n; ++r) {
+    const double* lead = leads_b.typed_data() + r * V;
+    lead_bins(lead, edges_b.typed_data(), bin.data(), B, per_decade, V);
+    for (int64_t v = 0; v < V; ++v) {
+      if (!std::isnan(lead[v])) ++hist[v * B + bin[v]];
+    }
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error SerialDraws(ffi::Buffer<ffi::U64> seed_b, ffi::Buffer<ffi::S32> j_b,
                        ffi::Buffer<ffi::S32> kind_b, ffi::Buffer<ffi::F64> a_b,
                        ffi::Buffer<ffi::F64> b_b, ffi::Buffer<ffi::U64> gseed_b,
@@ -563,3 +603,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinSerialDowntime, SerialDowntime,
                                   .Ret<ffi::Buffer<ffi::F64>>()  // repairs by part
                                   .Ret<ffi::Buffer<ffi::F64>>()  // since
                                   .Ret<ffi::Buffer<ffi::S32>>());  // count
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwinLeadHistogram, LeadHistogram,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // hist
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // leads
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // edges
+                                  .Ret<ffi::Buffer<ffi::S32>>());
