@@ -172,9 +172,7 @@ def test_lead_histogram_matches_xla_at_the_edges() -> None:
     rng = np.random.default_rng(5)
     edges = LT_EDGES[rng.integers(0, LT_BINS + 1, 300)]
     specials = [0.0, 1e-3, 1e9, np.inf, np.nan, LT_EDGES[0], LT_EDGES[-1]]
-    pool = np.concatenate(
-        [edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), specials]
-    )
+    pool = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), specials])
     lanes = 7
     leads = np.concatenate([pool, 10 ** rng.uniform(-3, 9, 4 * lanes * 64)])
     leads = leads[: len(leads) // lanes * lanes].reshape(-1, lanes)
