@@ -661,11 +661,13 @@ def run(
     device, 30 % faster than 256) and 1,024 on an accelerator (fewer launches). A lane's random
     numbers are keyed by the lane and the number of each part (and failure), so its results
     depend neither on ``chunk`` nor on the rest of the batch (a CPU's 128-part chunks and a
-    GPU's 1,024 draw the same numbers for the same seed). A large batch on a CPU with several
-    cores is split into one group of lanes per core (``physics.process.devices``), each run in
-    its own thread on its own device; the statistics over the window are the same as in one
-    batch. On a CPU the recursion runs in the native kernel (:mod:`physics.process.native`)
-    where it can be built: the same results, bit for bit.
+    GPU's 1,024 draw the same numbers for the same seed; XLA may round a gamma variate
+    differently in the last bit in a batch of one lane, its fusions being different there). A
+    large batch on a CPU with several cores is split into one group of lanes per core
+    (``physics.process.devices``), each run in its own thread on its own device; the statistics
+    over the window are the same as in one batch. On a CPU the draws, the failures, the
+    recursion and the lead-time histogram run in the native kernels
+    (:mod:`physics.process.native`) where they can be built: the same results, bit for bit.
     """
     v = keys.shape[0]
     devices = lane_devices(v, params)
