@@ -114,7 +114,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...], block: jax.Array | int = 0) 
     """
     size = math.prod(shape)
     first = jnp.asarray(block).astype(jnp.uint64) * np.uint64(size) + np.uint64(1)
-    bits = _mix64(_seed(key) + (jnp.arange(size, dtype=jnp.uint64) + first) * _GOLDEN)
+    bits = _mix64(stream_seed(key) + (jnp.arange(size, dtype=jnp.uint64) + first) * _GOLDEN)
     return _unit_from_bits(bits).reshape(shape)
 
 
@@ -135,12 +135,13 @@ def uniform_lanes(
 def uniform_at(keys: jax.Array, index: jax.Array) -> jax.Array:
     """Number ``index`` (uint64, lanes last: (..., V)) of the :func:`uniform` stream of each of
     the (V,) ``keys``: a counter-based generator read at any position."""
-    bits = _mix64(_seed(keys) + (index.astype(jnp.uint64) + np.uint64(1)) * _GOLDEN)
+    bits = _mix64(stream_seed(keys) + (index.astype(jnp.uint64) + np.uint64(1)) * _GOLDEN)
     return _unit_from_bits(bits)
 
 
-def _seed(key: jax.Array) -> jax.Array:
-    """The SplitMix64 starting point of each key (any batch shape): its two words, hashed."""
+def stream_seed(key: jax.Array) -> jax.Array:
+    """The SplitMix64 starting point of each key (any batch shape): its two words, hashed. (The
+    native kernels take these and draw :func:`uniform_at`'s numbers themselves.)"""
     w = jax.random.key_data(key).astype(jnp.uint64)
     return _mix64((w[..., 0] << np.uint64(32)) | w[..., 1])
 

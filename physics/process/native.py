@@ -10,13 +10,14 @@ retry rounds over the whole batch, in XLA) and a failing station's failures. Bot
 exactly what the XLA versions compute, with the same roundings: the results are the same bit
 for bit (tested).
 
-The kernel is compiled for the machine it runs on (``-march=native``) the first time it is
-needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers that ship with
-jaxlib, into a cache directory (``$TWIN_NATIVE_CACHE``, else ``twin-engine/native`` under
-``$XDG_CACHE_HOME`` or ``~/.cache``), keyed by the source, the flags, the compiler, jaxlib and
-the CPU. A few seconds, once. ``TWIN_NATIVE=0`` turns the kernels off (the XLA version runs:
-same results, slower). Where they cannot be built (no compiler), the XLA version runs and a
-warning says why, once; :func:`build` raises the compiler's message.
+The kernels are compiled into one library for the machine they run on (``-march=native``) the
+first time they are needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers
+that ship with jaxlib, into a cache directory (``$TWIN_NATIVE_CACHE``, else
+``twin-engine/native`` under ``$XDG_CACHE_HOME`` or ``~/.cache``), keyed by the sources, the
+flags, the compiler, jaxlib and the CPU. A few seconds, once. ``TWIN_NATIVE=0`` turns the
+kernels off (the XLA versions run: same results, slower). Where they cannot be built (no
+compiler), the XLA versions run and a warning says why, once; :func:`build` raises the
+compiler's message.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import numpy as np
 ENV = "TWIN_NATIVE"
 CACHE_ENV = "TWIN_NATIVE_CACHE"
 SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
-#: The processing times' kernel, compiled into the same library.
+#: The processing times', failures' and lead-time histogram's kernels, compiled into the same
+#: library.
 DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
 TARGET = "twin_serial_chunk"
 DRAWS = "twin_serial_draws"

@@ -35,9 +35,9 @@ from physics.process.devices import lane_devices
 from physics.process.dists import (
     GAMMA_GROUP,
     SERIAL_RNG,
-    _seed,
     rng_key,
     sample,
+    stream_seed,
     uniform_at,
     uniform_lanes,
     unit_exponential,
@@ -236,13 +236,13 @@ def _samples_native(
             gpar = gpar.at[k].set(jnp.stack([d, 1.0 / jnp.sqrt(9.0 * d), shape, boost * one]))
             station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
             streams = jax.vmap(lambda key: jax.random.split(key, 3))(station)  # (V, 3)
-            gseed = gseed.at[k].set(_seed(streams).T)
+            gseed = gseed.at[k].set(stream_seed(streams).T)
         else:  # deterministic, exponential (the mean), empirical (its own arrays)
             a.append(mean)
             b.append(zero)
     times = native.serial_draws(
         n,
-        _seed(k_u),
+        stream_seed(k_u),
         j,
         [str(kind) for kind in model.kinds],
         jnp.stack(a),
@@ -288,7 +288,7 @@ def _downtime(
         clock = (p.mtbf[:, k], p.mttr[:, k])
         if use_native:  # the busy times, the epochs, their parts and the clock, in one kernel
             col, since_k, count_k = native.serial_downtime(
-                proc[k], _seed(station), *clock, since[:, k], count[:, k], m
+                proc[k], stream_seed(station), *clock, since[:, k], count[:, k], m
             )
         else:
             col, since_k, count_k = _repairs_by_part(
