@@ -56,10 +56,12 @@ FLAGS = (
     # comparisons of floats may be if-converted (without it, g++ 12 leaves the draws' lane loops
     # scalar); no value changes
     "-fno-trapping-math",
-    "-mprefer-vector-width=512",  # where the CPU has AVX-512 (g++ prefers 256 bits on some)
     "-std=c++17",
     "-shared",
     "-fPIC",
+    # x86-64: 512-bit vectors where the CPU has AVX-512 (g++ prefers 256 bits on some; 1.5x on
+    # the draws here). Other architectures do not know the option.
+    *(("-mprefer-vector-width=512",) if platform.machine() in ("x86_64", "AMD64") else ()),
 )
 
 
