@@ -348,10 +348,13 @@ def _repairs_by_part(
         # after the other (as the native kernel sums them; jnp.cumsum's order is XLA's own)
         gaps = jnp.maximum(mtbf * unit_exponential(uniform_at(keys, 2 * f)), 0.0)
         repairs = mttr * unit_exponential(uniform_at(keys, 2 * f + 1))
-        rows = [after + gaps[0]]
-        for g in gaps[1:]:
-            rows.append(rows[-1] + g)
-        epochs = jnp.stack(rows)
+        if m <= 16:  # a chunk's few failures: unrolled
+            rows = [after + gaps[0]]
+            for g in gaps[1:]:
+                rows.append(rows[-1] + g)
+            epochs = jnp.stack(rows)
+        else:  # thousands (the gradient's one chunk of all parts): a loop
+            _, epochs = jax.lax.scan(lambda e, g: (e + g, e + g), after, gaps)
         # the part during which each epoch falls: the number of parts that ended before it
         # (n: past the chunk), by a binary search in every lane at once
         lo = jnp.zeros(epochs.shape, jnp.int32)

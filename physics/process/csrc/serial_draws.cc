@@ -1,20 +1,25 @@
-// The serial fast path's processing times for one chunk of parts, as an XLA FFI handler for the
-// CPU (physics/process/native.py builds and registers it, with serial_chunk.cc).
+// The serial fast path's random draws and bookkeeping for one chunk of parts, as XLA FFI
+// handlers for the CPU (physics/process/native.py builds them with serial_chunk.cc into one
+// library and registers them):
+//   TwinSerialDraws      every station's processing times (serial._samples);
+//   TwinSerialDowntime   one failing station's busy times, failures, repairs by part and
+//                        failure clock (serial._downtime and serial._repairs_by_part);
+//   TwinLeadHistogram    the lead times' histogram (model.add_lead_times).
 //
-// It computes exactly what serial._samples computes with XLA, bit for bit: the same generator
-// (dists.uniform_lanes: SplitMix64 at each part's number), the same algorithms (dists.log,
-// dists.exp, dists.normal_ppf, dists.gamma's Marsaglia-Tsang sampler with its numbered retries)
-// and the same roundings. Compiled with -ffp-contract=off, it fuses multiply-adds (std::fma)
-// exactly where XLA:CPU's code generator does (LLVM contracts a multiply feeding an add); those
-// places were found by comparing millions of draws, and tests/test_process_native.py compares
-// every family on random lanes.
+// They compute exactly what the XLA versions compute, bit for bit: the same generator
+// (dists.uniform_lanes and dists.uniform_at: SplitMix64 at each number), the same algorithms
+// (dists.log, dists.exp, dists.normal_ppf, dists.gamma's Marsaglia-Tsang sampler with its
+// numbered retries) and the same roundings. Compiled with -ffp-contract=off, they fuse
+// multiply-adds (std::fma) exactly where XLA:CPU's code generator does (LLVM contracts a
+// multiply feeding an add); those places were found by comparing millions of draws, and
+// tests/test_process_native.py compares every family on random lanes.
 //
-// Layout: lanes last (V lanes, K stations, n parts).
-//   args: seed (V) u64 (the lanes' SplitMix64 starting points, dists._seed of their k_u keys),
-//         j (V) s32 (the chunk's first part), kind (K) s32 (DrawKind), a, b (K, V) f64 (per
-//         family: deterministic mean; exponential mean; lognormal mu, sigma of the log; uniform
-//         low, high - low; gamma mean, cv), gseed (K, 3, V) u64 (a gamma station's first,
-//         retry and boost streams), gpar (K, 4, V) f64 (gamma d, c, shape, boost 0/1),
+// TwinSerialDraws' layout: lanes last (V lanes, K stations, n parts).
+//   args: seed (V) u64 (the lanes' SplitMix64 starting points, dists.stream_seed of their k_u
+//         keys), j (V) s32 (the chunk's first part), kind (K) s32 (DrawKind), a, b (K, V) f64
+//         (per family: deterministic mean; exponential mean; lognormal mu, sigma of the log;
+//         uniform low, high - low; gamma mean, cv), gseed (K, 3, V) u64 (a gamma station's
+//         first, retry and boost streams), gpar (K, 4, V) f64 (gamma d, c, shape, boost 0/1),
 //         values (K, V, m) f64 and nvalues (K, V) s32 (empirical).
 //   rets: times (K, n, V) f64.
 
@@ -256,7 +261,7 @@ constexpr int64_t kGroup = 16;  // dists.GAMMA_GROUP
 
 // dists.gamma with ``start``, the first proposal of part row r in every lane: variate j + r
 // from uniforms 2 (j + r) and 2 (j + r) + 1 of the lane's first stream (s0). First the
-// uniforms (p, the clipped first, and u1), then the quantiles (normal_ppf_row into p), then
+// uniforms (p, the clipped first, and u1), then the quantiles (normal_ppf_row), then
 // gamma_first_finish.
 __attribute__((noinline)) void gamma_first_uniforms(const uint64_t* __restrict s0,
                                                     const int32_t* __restrict j, int64_t r,
@@ -348,7 +353,8 @@ ffi::Error SerialDowntime(ffi::Buffer<ffi::F64> proc_b, ffi::Buffer<ffi::U64> se
                           ffi::Buffer<ffi::F64> mtbf_b, ffi::Buffer<ffi::F64> mttr_b,
                           ffi::Buffer<ffi::F64> since_b, ffi::Buffer<ffi::S32> count_b,
                           ffi::Buffer<ffi::S32> block_b, ffi::ResultBuffer<ffi::F64> rep_o,
-                          ffi::ResultBuffer<ffi::F64> since_o, ffi::ResultBuffer<ffi::S32> count_o) {
+                          ffi::ResultBuffer<ffi::F64> since_o,
+                          ffi::ResultBuffer<ffi::S32> count_o) {
   const auto dims = proc_b.dimensions();
   const int64_t V = seed_b.element_count();
   if (dims.size() != 2 || dims[1] != V || dims[0] % kGroup || block_b.element_count() != 1 ||
