@@ -88,7 +88,7 @@ def test_results_do_not_depend_on_the_chunk_size() -> None:
     params = serial._with_horizon(params, 20.0, 2.0)
     pb = jax.tree.map(lambda a: jax.numpy.broadcast_to(a, (6, *a.shape)), params)
     keys = api.replication_keys(3, 1, 6)
-    states = [serial.run(model, pb, keys, chunk=c) for c in (16, 48, 128)]
+    states = [serial.run(model, pb, keys, chunk=c) for c in (16, 48, 128, 1024)]
     # the window's statistics (runs of other chunk sizes stop after other numbers of parts)
     fields = ("delivered", "lt_sum", "lt_hist", "wip_int", "busy", "down", "blocked", "produced")
     for other in states[1:]:
