@@ -297,6 +297,21 @@ def normal_ppf(p: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(q) <= 0.425, central, jnp.where(q < 0.0, -tail, tail))
 
 
+def lognormal_params(mean: jax.Array, cv: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``mu`` and ``sigma`` of the normal whose exponential has this ``mean`` and ``cv``
+    (the native draws kernel takes them as they are computed here)."""
+    s2 = jnp.log1p(cv * cv)
+    return jnp.log(mean) - s2 / 2, jnp.sqrt(s2)
+
+
+def gamma_constants(shape: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Whether :func:`gamma` boosts ``shape`` (below 1), and Marsaglia and Tsang's ``d`` and
+    ``c`` for it (the native draws kernel takes them as they are computed here)."""
+    boost = shape < 1.0
+    d = jnp.where(boost, shape + 1.0, shape) - 1.0 / 3.0
+    return boost, d, 1.0 / jnp.sqrt(9.0 * d)
+
+
 def sample(
     kind: DistKind,
     u: jax.Array,
@@ -318,8 +333,8 @@ def sample(
         case DistKind.EXPONENTIAL:
             return mean * unit_exponential(u)
         case DistKind.LOGNORMAL:
-            s2 = jnp.log1p(cv * cv)
-            return exp(jnp.log(mean) - s2 / 2 + jnp.sqrt(s2) * normal_ppf(u))
+            mu, sigma = lognormal_params(mean, cv)
+            return exp(mu + sigma * normal_ppf(u))
         case DistKind.GAMMA:
             return gamma(key, 1.0 / (cv * cv), u.shape, start) * mean * cv * cv
         case DistKind.UNIFORM:
@@ -414,10 +429,7 @@ def gamma(
     size = tuple(size)
     n = math.prod(size)
     shape = jnp.broadcast_to(shape, size).ravel()
-    boost = shape < 1.0
-    a = jnp.where(boost, shape + 1.0, shape)
-    d = a - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
+    boost, d, c = gamma_constants(shape)
 
     def propose(u: jax.Array, d: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The first accepted of ``m`` proposals per variate (its value ``d v``), and whether

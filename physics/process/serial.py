@@ -35,6 +35,8 @@ from physics.process.devices import lane_devices
 from physics.process.dists import (
     GAMMA_GROUP,
     SERIAL_RNG,
+    gamma_constants,
+    lognormal_params,
     rng_key,
     sample,
     stream_seed,
@@ -221,9 +223,9 @@ def _samples_native(
     for k, kind in enumerate(model.kinds):
         mean, cv, low, high = p.mean[:, k], p.cv[:, k], p.low[:, k], p.high[:, k]
         if kind == DistKind.LOGNORMAL:
-            s2 = jnp.log1p(cv * cv)
-            a.append(jnp.log(mean) - s2 / 2)
-            b.append(jnp.sqrt(s2))
+            mu, sigma = lognormal_params(mean, cv)
+            a.append(mu)
+            b.append(sigma)
         elif kind == DistKind.UNIFORM:
             a.append(low)
             b.append(high - low)
@@ -231,9 +233,8 @@ def _samples_native(
             a.append(mean)
             b.append(cv)
             shape = 1.0 / (cv * cv)
-            boost = shape < 1.0
-            d = jnp.where(boost, shape + 1.0, shape) - 1.0 / 3.0
-            gpar = gpar.at[k].set(jnp.stack([d, 1.0 / jnp.sqrt(9.0 * d), shape, boost * one]))
+            boost, d, c = gamma_constants(shape)
+            gpar = gpar.at[k].set(jnp.stack([d, c, shape, boost * one]))
             station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
             streams = jax.vmap(lambda key: jax.random.split(key, 3))(station)  # (V, 3)
             gseed = gseed.at[k].set(stream_seed(streams).T)
@@ -691,7 +692,7 @@ def run(
         chunk = default_chunk(v)
     if chunk <= 0 or chunk % GROUP:
         raise ValueError(f"chunk must be a positive multiple of {GROUP} parts, not {chunk}")
-    # the recursion in the native CPU kernel where there is one (built on first use)
+    # the native CPU kernels where they can be built (on first use)
     use_native = jax.default_backend() == "cpu" and native.available()
     if not devices:
         return _run_lanes(model, params, keys, chunk, progress, use_native)

@@ -211,6 +211,17 @@ void normal_ppf_row(const double* p, double* z, TailScratch& scratch, int64_t V)
   for (int64_t i = 0; i < n; ++i) z[scratch.index[i]] = scratch.z[i];
 }
 
+// The number of part row r of a chunk that starts at the lane's part j.
+inline uint64_t part_number(int32_t j, int64_t r) {
+  return static_cast<uint64_t>(static_cast<int64_t>(j)) + r;
+}
+
+// Station k's uniform for that part (dists.uniform_lanes: number part * K + k of the lane's
+// stream), clipped as dists.sample clips it.
+inline double part_uniform(uint64_t seed, int32_t j, int64_t r, int64_t k, int64_t K) {
+  return clip(uniform_at(seed, part_number(j, r) * K + k), 1e-12, 1.0 - 1e-12);
+}
+
 // One station's times for part row r of the chunk, every lane (dists.sample on the clipped
 // uniforms of dists.uniform_lanes). A function of its own with restrict-qualified arguments,
 // so that the compiler vectorizes the lane loop.
@@ -221,8 +232,7 @@ __attribute__((noinline)) void station_row(const uint64_t* __restrict seed,
                                            const double* __restrict b, double* __restrict out,
                                            int64_t V) {
   for (int64_t v = 0; v < V; ++v) {
-    const uint64_t row = static_cast<uint64_t>(static_cast<int64_t>(j[v])) + r;
-    const double u = clip(uniform_at(seed[v], row * K + k), 1e-12, 1.0 - 1e-12);
+    const double u = part_uniform(seed[v], j[v], r, k, K);
     double x;
     if constexpr (kKind == kExponential) {
       x = a[v] * -log_(1.0 - u);
@@ -268,7 +278,7 @@ __attribute__((noinline)) void gamma_first_uniforms(const uint64_t* __restrict s
                                                     double* __restrict p, double* __restrict u1,
                                                     int64_t V) {
   for (int64_t v = 0; v < V; ++v) {
-    const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(j[v])) + r;
+    const uint64_t at = part_number(j[v], r);
     p[v] = clip(uniform_at(s0[v], 2 * at), 1e-300, 1.0);
     u1[v] = uniform_at(s0[v], 2 * at + 1);
   }
@@ -296,7 +306,7 @@ __attribute__((noinline)) void gamma_finish(const uint64_t* __restrict s2,
   for (int64_t v = 0; v < V; ++v) {
     double x = out[v];
     if constexpr (kBoost) {
-      const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(j[v])) + r;
+      const uint64_t at = part_number(j[v], r);
       const double boosted = x * exp_(log_(1.0 - uniform_at(s2[v], at)) / shape[v]);
       x = boost[v] != 0.0 ? boosted : x;
     }
@@ -567,8 +577,7 @@ ffi::Error SerialDraws(ffi::Buffer<ffi::U64> seed_b, ffi::Buffer<ffi::S32> j_b,
         const int32_t* nv = nvalues_b.typed_data() + k * V;
         for (int64_t r = 0; r < n; ++r) {
           for (int64_t v = 0; v < V; ++v) {
-            const uint64_t row = static_cast<uint64_t>(static_cast<int64_t>(j[v])) + r;
-            const double u = clip(uniform_at(seed[v], row * K + k), 1e-12, 1.0 - 1e-12);
+            const double u = part_uniform(seed[v], j[v], r, k, K);
             const int32_t i = std::min(static_cast<int32_t>(u * nv[v]), nv[v] - 1);
             times[r * V + v] = vals[v * m + i];
           }
