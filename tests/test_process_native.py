@@ -260,3 +260,39 @@ def test_bad_capacity_is_an_error_not_a_wrong_answer() -> None:
     )
     with pytest.raises(Exception, match="capacity outside the register"):
         jax.block_until_ready(native.serial_chunk(**args))  # type: ignore[arg-type]
+
+
+def test_draws_and_downtime_refuse_a_chunk_of_part_groups() -> None:
+    """The draws and downtime kernels check what they are given: a chunk that is not whole
+    groups of 16 parts (the gamma retries' and the busy sums' blocks) is refused with a message,
+    not drawn wrong."""
+    native.load()
+    v, n = 3, 24
+    z = jnp.zeros
+    with pytest.raises(Exception, match="whole groups of 16"):
+        jax.block_until_ready(
+            native.serial_draws(
+                n,
+                z(v, jnp.uint64),
+                z(v, jnp.int32),
+                ["exponential"],
+                jnp.ones((1, v)),
+                z((1, v)),
+                z((1, 3, v), jnp.uint64),
+                z((1, 4, v)),
+                z((1, v, 1)),
+                jnp.ones((1, v), jnp.int32),
+            )
+        )
+    with pytest.raises(Exception, match="whole groups of 16"):
+        jax.block_until_ready(
+            native.serial_downtime(
+                jnp.ones((n, v)),
+                z(v, jnp.uint64),
+                jnp.full(v, 100.0),
+                jnp.ones(v),
+                z(v),
+                z(v, jnp.int32),
+                4,
+            )
+        )
