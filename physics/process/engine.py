@@ -1245,6 +1245,12 @@ def run(
     slowest variant's). Returns the batched final :class:`State`. A large batch on a CPU with
     several cores is spread over them (``physics.process.devices``; the same results).
     """
+    if _native(model, params):
+        from physics.process import general_native
+
+        s0, hist0 = _init_batch(model, params, keys)
+        start = _export_batch(model, s0, hist0)
+        return general_native.advance(model, params, start, chunk=chunk, progress=progress)
     devices = lane_devices(keys.shape[0], params, MIN_LANES_PER_DEVICE_GENERAL)
     if devices:
         return _run_spread(model, params, keys, chunk, progress, tuple(devices))
@@ -1259,6 +1265,20 @@ def run(
     )
     out: State = _export_batch(model, s, hist)
     return out
+
+
+#: Whether :func:`run` and :func:`advance` may use the native event loop
+#: (:mod:`physics.process.general_native`) where it applies; ``TWIN_NATIVE=0`` turns all the
+#: native kernels off. The same results either way, bit for bit.
+USE_NATIVE = True
+
+
+def _native(model: Model, params: Params) -> bool:
+    if not USE_NATIVE:
+        return False
+    from physics.process import general_native
+
+    return general_native.applies(model, params)
 
 
 def _to_horizon(
@@ -1336,6 +1356,10 @@ def advance(
         raise SimulationError("advance(): until_s is earlier than the state's time")
     # a lane that stopped just past an earlier horizon resumes from that horizon
     p = params.replace(horizon=until)
+    if _native(model, p):
+        from physics.process import general_native
+
+        return general_native.advance(model, p, state, chunk=chunk, progress=progress)
     once = _once()  # traced by _chunk_batch: see there
     s, hist = _import_batch(model, state)
     s, hist = _to_horizon(

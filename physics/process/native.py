@@ -44,10 +44,15 @@ SOURCE = Path(__file__).with_name("csrc") / "serial_chunk.cc"
 #: The processing times', failures' and lead-time histogram's kernels, compiled into the same
 #: library.
 DRAWS_SOURCE = SOURCE.with_name("serial_draws.cc")
+#: The general engine's event loop (``general_chunk``), compiled into the same library.
+GENERAL_SOURCE = SOURCE.with_name("general_chunk.cc")
+#: The numerics the kernels share (included, so part of the cache key).
+HEADERS = (SOURCE.with_name("twin_numerics.h"),)
 TARGET = "twin_serial_chunk"
 DRAWS = "twin_serial_draws"
 DOWNTIME = "twin_serial_downtime"
 HISTOGRAM = "twin_lead_histogram"
+GENERAL = "twin_general_chunk"
 FLAGS = (
     "-O3",
     "-march=native",
@@ -120,8 +125,9 @@ def build(*, force: bool = False) -> Path:
         raise NativeBuildError(f"{cxx} --version failed: {exc}") from exc
     include = jax.ffi.include_dir()
     key = hashlib.sha256()
-    sources = (SOURCE, DRAWS_SOURCE)
-    for part in (*(p.read_bytes() for p in sources), " ".join(FLAGS).encode(), version.encode()):
+    sources = (SOURCE, DRAWS_SOURCE, GENERAL_SOURCE)
+    hashed = (*sources, *HEADERS)
+    for part in (*(p.read_bytes() for p in hashed), " ".join(FLAGS).encode(), version.encode()):
         key.update(part)
     key.update(f"{jax.__version__}\n{include}\n{_cpu_identity()}".encode())
     out_dir = cache_dir()
@@ -160,6 +166,7 @@ def load() -> None:
                 (DRAWS, lib.TwinSerialDraws),
                 (DOWNTIME, lib.TwinSerialDowntime),
                 (HISTOGRAM, lib.TwinLeadHistogram),
+                (GENERAL, lib.TwinGeneralChunk),
             ):
                 capsule = jax.ffi.pycapsule(symbol)  # type: ignore[no-untyped-call]
                 jax.ffi.register_ffi_target(name, capsule, platform="cpu")
@@ -302,3 +309,26 @@ def lead_histogram(hist: jax.Array, leads: jax.Array, edges: jax.Array) -> jax.A
     call = jax.ffi.ffi_call(HISTOGRAM, out, input_output_aliases={0: 0})
     res: jax.Array = call(hist, leads, edges)
     return res
+
+
+def general_chunk(
+    topo: jax.Array,
+    key: jax.Array,
+    pf: jax.Array,
+    pi: jax.Array,
+    edges: jax.Array,
+    ctl: jax.Array,
+    sf: jax.Array,
+    si: jax.Array,
+    hist: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Up to ``ctl[0]`` steps of the general engine for every lane, on ``ctl[1]`` threads: the
+    new ``sf``, ``si`` and ``hist``, updated in place where XLA lets it
+    (``csrc/general_chunk.cc`` documents the layout; ``general_native`` packs it)."""
+    outs = tuple(
+        jax.ShapeDtypeStruct(a.shape, a.dtype)  # type: ignore[no-untyped-call]
+        for a in (sf, si, hist)
+    )
+    call = jax.ffi.ffi_call(GENERAL, outs, input_output_aliases={6: 0, 7: 1, 8: 2})
+    a, b, c = call(topo, key, pf, pi, edges, ctl, sf, si, hist)
+    return a, b, c
