@@ -69,6 +69,7 @@ struct Topo {
   std::vector<int> kind, max_servers, offset, fmode, routing, source_of;
   std::vector<std::vector<int>> outs, ins;
   std::vector<int> single_pull;  // forward_pulls visits it (one server, with inputs or a source)
+  std::vector<int> pulls;  // pull() may take a part: a source, or inputs that queue or hand over
   // buffers
   std::vector<int> src, dst, may_handoff, may_queue, pulled, pos_v;
   // slots
@@ -122,8 +123,11 @@ Topo read_topo(const int32_t* p, int64_t n) {
   t.src_station = r.list(t.Q), t.src_kind = r.list(t.Q), t.pos_a = r.list(t.Q);
   t.order = r.list(t.S);
   t.single_pull.resize(t.S);
+  t.pulls.resize(t.S);
   for (int j = 0; j < t.S; ++j) {
     t.single_pull[j] = t.max_servers[j] == 1 && (!t.ins[j].empty() || t.source_of[j] >= 0);
+    t.pulls[j] = t.source_of[j] >= 0;
+    for (int e : t.ins[j]) t.pulls[j] |= t.may_queue[e] || t.pulled[e];
   }
   t.ok = !r.bad && r.at == n && t.N >= 0 && t.S > 0 && t.R > 0 && t.QS > 0 && t.M > 0 &&
          t.W > 0;
@@ -215,10 +219,11 @@ struct Lane {
   uint32_t ctr = 0;  // the step's event number (its draws)
   bool in_window = false;
   std::vector<char> active;
+  std::vector<int> n_idle, n_blocked;  // per station (see set())
 
   Lane(const Topo& T_, double* sf, int32_t* si, const double* pf, const int32_t* pi,
        const uint32_t* key, int32_t* hist_, const double* edges_, int32_t bins_)
-      : T(T_), hist(hist_), edges(edges_), bins(bins_), active(T_.N) {
+      : T(T_), hist(hist_), edges(edges_), bins(bins_), active(T_.N), n_idle(T_.S), n_blocked(T_.S) {
     const int* o = T.off_f;
     now = sf + o[fNow], t_end = sf + o[fTEnd], t_fail = sf + o[fTFail], t_rep = sf + o[fTRep];
     ttf = sf + o[fTtf], rem = sf + o[fRem], rel = sf + o[fRel], blk = sf + o[fBlk];
@@ -240,27 +245,37 @@ struct Lane {
     nvalues = pi + b[pNValues], servers = pi + b[pServers], capacity = pi + b[pCapacity];
     ia_nvalues = pi + b[pIaNValues];
     k0 = key[0], k1 = key[1];
-    for (int k = 0; k < T.N; ++k) active[k] = T.local[k] < servers[T.station[k]];
+    for (int k = 0; k < T.N; ++k) {
+      active[k] = T.local[k] < servers[T.station[k]];
+      n_idle[T.station[k]] += idle(k);
+      n_blocked[T.station[k]] += st[k] == kBlocked;
+    }
   }
 
   double u(uint32_t index) const { return counter_uniform(k0, k1, ctr, index); }
+
+  // Server states change only through set(), which keeps each station's count of idle (and
+  // active) and of blocked servers: a station with none of either is skipped at once.
+  void set(int n, int32_t value) {
+    const int i = T.station[n];
+    n_idle[i] -= idle(n);
+    n_blocked[i] -= st[n] == kBlocked;
+    st[n] = value;
+    n_idle[i] += idle(n);
+    n_blocked[i] += st[n] == kBlocked;
+  }
   double* rt(int e) { return ring_t + static_cast<int64_t>(e) * T.R; }
   double* rr_(int e) { return ring_r + static_cast<int64_t>(e) * T.R; }
 
   bool idle(int n) const { return st[n] == kIdle && active[n]; }
-  bool idle_any(int j) const {
-    for (int n = T.offset[j]; n < T.offset[j] + T.max_servers[j]; ++n) {
-      if (idle(n)) return true;
-    }
-    return false;
-  }
+  bool idle_any(int j) const { return n_idle[j] > 0; }
   int cnt(int e) const { return T.may_queue[e] ? count[e] : 0; }
   double head_ready(int e) { return rt(e)[0] + transit[e]; }
 
   // _Xfer.start: slot n starts a part released at r; its time is the step's draw for n.
   void start(int n, double r) {
     const int i = T.station[n];
-    st[n] = kBusy;
+    set(n, kBusy);
     t_end[n] = plus_sample(t, T.kind[i], u(static_cast<uint32_t>(n)), pa[i], pb[i],
                            values + static_cast<int64_t>(i) * T.M, nvalues[i]);
     rel[n] = r;
@@ -285,6 +300,7 @@ struct Lane {
   // At most one of a sink's servers is blocked in a step (only its completion blocks one), so
   // the sum of lead times has at most one term that is not zero.
   void deliver(int i) {
+    if (!n_blocked[i]) return;
     double sum = 0.0;
     int32_t n_counted = 0, n_blocked = 0;
     for (int n = T.offset[i]; n < T.offset[i] + T.max_servers[i]; ++n) {
@@ -296,7 +312,7 @@ struct Lane {
         sum += lead;
         hist[lt_bin(lead, edges, bins)] += 1;
       }
-      st[n] = kIdle;
+      set(n, kIdle);
     }
     *lt_sum = *lt_sum + sum;
     *delivered += n_counted;
@@ -307,6 +323,7 @@ struct Lane {
     const std::vector<int>& outs = T.outs[i];
     const int n_out = static_cast<int>(outs.size());
     const int policy = T.routing[i];
+    if (!n_blocked[i]) return;
     for (int n = T.offset[i]; n < T.offset[i] + T.max_servers[i]; ++n) {
       if (st[n] != kBlocked) continue;
       int choice = 0;
@@ -354,11 +371,12 @@ struct Lane {
         }
       }
       if (n_out > 1 && policy == kRoundRobin) rr[i] = (choice + 1) % n_out;
-      st[n] = kIdle;
+      set(n, kIdle);
     }
   }
 
   void pull(int j) {
+    if (!n_idle[j]) return;
     const int q = T.source_of[j];
     const std::vector<int>& ins = T.ins[j];
     if (ins.empty() && q < 0) {  // saturated: every idle server starts a new part now
@@ -369,9 +387,7 @@ struct Lane {
       *wip += started;
       return;
     }
-    bool any_queued = false, any_handed = false;
-    for (int e : ins) any_queued |= T.may_queue[e] != 0, any_handed |= T.pulled[e] != 0;
-    if (!any_queued && !any_handed && q < 0) return;
+    if (!T.pulls[j]) return;
     for (int n = T.offset[j]; n < T.offset[j] + T.max_servers[j]; ++n) {
       if (!idle(n)) continue;
       // the candidates in file order; the first earliest ready wins (jnp.argmin)
@@ -414,7 +430,7 @@ struct Lane {
         count[be] -= 1;
       } else if (kind == 1) {
         r = rel[bun];
-        st[bun] = kIdle;
+        set(bun, kIdle);
       } else {
         r = q_t[static_cast<int64_t>(q) * T.QS + q_head[q]];
         q_head[q] = (q_head[q] + 1) % T.QS;
@@ -439,7 +455,8 @@ struct Lane {
       const bool idle_j = idle_any(j);
       if (T.may_queue[e] && idle_j && cnt(e) > 0 && head_ready(e) <= t) return true;
       bool blocked = false;
-      for (int n = T.offset[up]; n < T.offset[up] + T.max_servers[up] && !blocked; ++n) {
+      const int end = n_blocked[up] ? T.offset[up] + T.max_servers[up] : 0;
+      for (int n = T.offset[up]; n < end && !blocked; ++n) {
         bool b = st[n] == kBlocked;
         if (T.keeps_dest[n]) b = b && dest[n] == index_of(T.outs[up], e);
         blocked = b;
@@ -522,7 +539,7 @@ struct Lane {
       const int k = who, i = T.station[k];
       const double u1 = u(static_cast<uint32_t>(N));
       const bool scrapped_ = u1 < scrap[i];
-      st[k] = scrapped_ ? kIdle : kBlocked;
+      set(k, scrapped_ ? kIdle : kBlocked);
       if (T.keeps_blk[k] && !scrapped_) blk[k] = t;
       if (T.keeps_dest[k]) dest[k] = draw_dest(i, u(static_cast<uint32_t>(N + 1)));
       if (T.fmode[i] == kOperation) {
@@ -540,13 +557,13 @@ struct Lane {
         prev[k] = st[k];
         if (st[k] == kBusy) rem[k] = t_end[k] - t;
         t_end[k] = kInf;
-        st[k] = kDown;
+        set(k, kDown);
         t_fail[k] = kInf;
         t_rep[k] = std::fma(mttr[i], e_n, t);
       } else {  // repair
         const double new_ttf = mtbf[i] * e_n;
         const bool was_busy = prev[k] == kBusy;
-        st[k] = prev[k];
+        set(k, prev[k]);
         t_rep[k] = kInf;
         if (was_busy) t_end[k] = t + rem[k];
         if (T.fmode[i] == kTime || was_busy) t_fail[k] = std::fma(mtbf[i], e_n, t);
