@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from physics.process import api, engine, general_native, native
-from physics.process.model import Model, Params, build, with_horizon
+from physics.process.model import LT_EDGES, Model, Params, build, with_horizon
 from scenes.lineparse import load_line, parse_line
 
 DISTS = [
@@ -157,10 +157,79 @@ def _compare(text: str | None, path: str | None = None, *, lanes: int = 5, mixed
     return model, p, keys, ref
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_lines_bit_for_bit(seed: int) -> None:
     _compare(random_general_line(seed), mixed=seed % 2 == 1)
 
 
 def test_benchmark_line_bit_for_bit() -> None:
     _compare(None, "benchmarks/lines/ten_station.yaml")
+
+
+def test_advance_bit_for_bit() -> None:
+    """A run continued with ``advance`` (how a live twin steps the core), each lane to its own
+    time, ends where the XLA engine's does (``test_process_advance`` compares it with a single
+    run)."""
+    model, p = _setup(random_general_line(3), None, 3, False)
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    first = p.replace(horizon=jnp.full((3,), 1800.0))
+    out = {}
+    for on in (False, True):
+        with _native(on):
+            s = engine.run(model, first, keys, chunk=256)
+            out[on] = engine.advance(model, p, s, until_s=jnp.asarray([3600.0, 5400.0, 7200.0]))
+    _states_equal(out[False], out[True])
+
+
+def test_threads_do_not_change_results() -> None:
+    """Lanes never interact: one thread or several, the same numbers."""
+    model, p = _setup(None, "benchmarks/lines/ten_station.yaml", 5, False)
+    assert general_native.applies(model, p), native.why_unavailable()
+    keys = jax.random.split(jax.random.PRNGKey(2), 5)
+    with _native(False):
+        start = engine.run(model, p.replace(horizon=jnp.zeros((5,))), keys)
+    width = int(p.weights.shape[-1])
+    pf, pi = general_native._pack_params(model, p)
+    topo = jnp.asarray(general_native.topology(model, width))
+    edges = jnp.asarray(LT_EDGES)
+    outs = []
+    for threads in (1, 3):
+        sf, si = general_native._pack_state(model, start)
+        hist = jnp.array(start.lt_hist)
+        ctl = jnp.asarray([300, threads], jnp.int32)
+        outs.append(general_native._chunk(topo, start.key, pf, pi, edges, ctl, sf, si, hist))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(np.min(np.asarray(outs[0][1])[:, 0])) == 300  # every lane took 300 steps
+
+
+def test_gamma_lines_stay_in_xla() -> None:
+    """The kernel does not repeat the gamma sampler's threefry draws: such lines run in XLA."""
+    text = random_general_line(0).replace(
+        "{dist: exponential, mean: 12.112}", "{dist: gamma, mean: 12, cv: 0.5}"
+    )
+    model, p = _setup(text, None, 2, False)
+    assert not general_native.applies(model, p)
+    s = engine.run(model, p, jax.random.split(jax.random.PRNGKey(0), 2), chunk=256)
+    assert int(np.min(np.asarray(s.completions))) > 100
+
+
+def test_kernel_refuses_a_malformed_call() -> None:
+    """A topology that does not parse, or arrays that do not match it: a clear error, not a
+    wrong answer."""
+    model, p = _setup(None, "benchmarks/lines/ten_station.yaml", 2, False)
+    assert general_native.applies(model, p), native.why_unavailable()  # built and registered
+    width = int(p.weights.shape[-1])
+    with _native(False):
+        start = engine.run(
+            model, p.replace(horizon=jnp.zeros((2,))), jax.random.split(jax.random.PRNGKey(0), 2)
+        )
+    pf, pi = general_native._pack_params(model, p)
+    topo = jnp.asarray(general_native.topology(model, width))
+    edges, ctl = jnp.asarray(LT_EDGES), jnp.asarray([10, 1], jnp.int32)
+    sf, si = general_native._pack_state(model, start)
+    hist = jnp.array(start.lt_hist)
+    with pytest.raises(Exception, match="malformed topology"):
+        native.general_chunk(topo[:-1], start.key, pf, pi, edges, ctl, sf, si, hist)
+    with pytest.raises(Exception, match="do not match the topology"):
+        native.general_chunk(topo, start.key, pf, pi, edges, ctl, sf[:, :-1], si, hist)

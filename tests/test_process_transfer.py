@@ -57,6 +57,15 @@ buffers:
 
 
 TEN = "benchmarks/lines/ten_station.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _xla_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These knobs shape the XLA engine's transfer phase: the native event loop, which would
+    otherwise run these lines on the CPU, is kept out."""
+    monkeypatch.setattr(engine, "USE_NATIVE", False)
+
+
 ISOLATED = engine._once() is not None  # the default on this backend
 
 

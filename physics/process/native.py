@@ -6,9 +6,10 @@ inside: as XLA operations that is about 115 small kernels a part, each a few mic
 dispatch around a few hundred lanes of arithmetic. :data:`SOURCE` does one part as one pass over
 the stations, each a loop over the lanes that the C++ compiler vectorizes. :data:`DRAWS_SOURCE`
 draws the chunk's processing times (the samplers' many small kernels, and the gamma sampler's
-retry rounds over the whole batch, in XLA) and a failing station's failures. Both compute
-exactly what the XLA versions compute, with the same roundings: the results are the same bit
-for bit (tested).
+retry rounds over the whole batch, in XLA) and a failing station's failures.
+:data:`GENERAL_SOURCE` runs the general engine's events, each lane on its own
+(:mod:`physics.process.general_native`). All compute exactly what the XLA versions compute,
+with the same roundings: the results are the same bit for bit (tested).
 
 The kernels are compiled into one library for the machine they run on (``-march=native``) the
 first time they are needed, with the C++ compiler ``$CXX`` (default ``g++``) and the FFI headers
