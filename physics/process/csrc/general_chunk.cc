@@ -188,16 +188,6 @@ inline double plus_sample(double t, int kind, double u, double a, double b, cons
   return t + sample(kind, u, a, b, values, nv);
 }
 
-// model.lt_bins of one lead time (native.py passes model.LT_EDGES).
-inline int32_t lt_bin(double x, const double* edges, int32_t bins) {
-  constexpr double kInvLn10 = 0.43429448190325176, kPerDecade = 48.0;
-  double guess = std::floor((log_(x) * kInvLn10 + 2.0) * kPerDecade);
-  if (std::isnan(guess)) guess = 0.0;
-  int32_t b = static_cast<int32_t>(clip(guess, 0.0, bins - 1.0));
-  b = x <= edges[b] ? b - 1 : (x > edges[b + 1] ? b + 1 : b);
-  return std::min(std::max(b, 0), bins - 1);
-}
-
 // One lane: pointers into its rows, and the step's context.
 struct Lane {
   const Topo& T;
@@ -310,7 +300,7 @@ struct Lane {
         const double lead = t - rel[n];
         ++n_counted;
         sum += lead;
-        hist[lt_bin(lead, edges, bins)] += 1;
+        hist[lead_bin(lead, edges, bins, bins / 10.0)] += 1;
       }
       set(n, kIdle);
     }

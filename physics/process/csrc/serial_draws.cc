@@ -322,20 +322,11 @@ ffi::Error SerialDowntime(ffi::Buffer<ffi::F64> proc_b, ffi::Buffer<ffi::U64> se
   return ffi::Error::Success();
 }
 
-// model.lt_bins of a row of lead times: the bin read off the logarithm, then checked against
-// the two edges around it (so exact, whatever the logarithm's last bit); NaN (none) gets bin 0.
+// model.lt_bins of a row of lead times (lead_bin, lane by lane).
 __attribute__((noinline)) void lead_bins(const double* __restrict lead,
                                          const double* __restrict edges, int32_t* __restrict bin,
                                          int64_t bins, double per_decade, int64_t V) {
-  constexpr double kInvLn10 = 0.43429448190325176;  // model._INV_LN10 (1 / log(10))
-  for (int64_t v = 0; v < V; ++v) {
-    const double x = lead[v];
-    double guess = std::floor(std::fma(log_(x), kInvLn10, 2.0) * per_decade);
-    guess = std::isnan(guess) ? 0.0 : clip(guess, 0.0, static_cast<double>(bins - 1));
-    int32_t b = static_cast<int32_t>(guess);
-    b = x <= edges[b] ? b - 1 : (x > edges[b + 1] ? b + 1 : b);
-    bin[v] = std::min(std::max(b, 0), static_cast<int32_t>(bins - 1));
-  }
+  for (int64_t v = 0; v < V; ++v) bin[v] = lead_bin(lead[v], edges, bins, per_decade);
 }
 
 // model.add_lead_times: hist (V, B) s32 (the result, aliased) plus one count in lane v's bin for

@@ -155,6 +155,18 @@ inline double normal_ppf(double p) {
   return std::fabs(q) <= 0.425 ? ppf_central(q) : ppf_tail(p, q);
 }
 
+// model.lt_bins of one lead time x on the histogram's edges (bins + 1 of them, log-spaced,
+// per_decade bins a decade from 1e-2): the bin read off the logarithm, then checked against the
+// two edges around it (so exact, whatever the logarithm's last bit); NaN (none) gets bin 0.
+inline int32_t lead_bin(double x, const double* edges, int64_t bins, double per_decade) {
+  constexpr double kInvLn10 = 0.43429448190325176;  // model._INV_LN10 (1 / log(10))
+  double guess = std::floor(std::fma(log_(x), kInvLn10, 2.0) * per_decade);
+  guess = std::isnan(guess) ? 0.0 : clip(guess, 0.0, static_cast<double>(bins - 1));
+  int32_t b = static_cast<int32_t>(guess);
+  b = x <= edges[b] ? b - 1 : (x > edges[b + 1] ? b + 1 : b);
+  return std::min(std::max(b, 0), static_cast<int32_t>(bins - 1));
+}
+
 }  // namespace twin
 
 #endif  // TWIN_NUMERICS_H_
