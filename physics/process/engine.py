@@ -6,7 +6,9 @@ every conveyor head), applies it with one-hot updates, then runs the *transfer p
 the stations in reverse topological order (push finished parts on, then pull new ones), each
 ending with :meth:`_Xfer.forward_pulls`, until no part can move. Everything is written for one
 variant; batches are ``jax.vmap`` of it, and the host loop in :func:`run` advances all variants
-chunk by chunk until each reaches its horizon.
+chunk by chunk until each reaches its horizon. On a CPU, :func:`run` and :func:`advance` hand
+the steps to a C++ kernel that runs each lane on its own with the same semantics and roundings
+(:mod:`physics.process.general_native`), where the line allows.
 """
 
 from __future__ import annotations
@@ -1242,8 +1244,10 @@ def run(
     """Run a batch of variants to their horizons. ``params`` and ``keys`` have a leading axis V.
 
     ``progress`` is called after each chunk with the fraction of simulated time done (the
-    slowest variant's). Returns the batched final :class:`State`. A large batch on a CPU with
-    several cores is spread over them (``physics.process.devices``; the same results).
+    slowest variant's). Returns the batched final :class:`State`. On a CPU, a line without gamma
+    times runs its steps in the native event loop (:mod:`physics.process.general_native`, every
+    core; the same results, bit for bit); otherwise a large batch on a CPU with several cores
+    is spread over them (``physics.process.devices``; the same results).
     """
     if _native(model, params):
         from physics.process import general_native
