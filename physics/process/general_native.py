@@ -16,7 +16,6 @@ parameters likewise; :func:`topology` describes the line to the kernel.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -240,12 +239,10 @@ def _chunk(
 
 
 def _threads(lanes: int) -> int:
-    """Threads for a chunk: the cores this process may use (lanes never interact)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, lanes))
+    """Threads for a chunk: one per CPU device (``physics.process.devices``: one per core, at
+    most 8, or ``TWIN_CPU_DEVICES``), at most one per lane. Lanes never interact, so the count
+    changes no result."""
+    return max(1, min(len(jax.local_devices()), lanes))
 
 
 def advance(
