@@ -1,9 +1,9 @@
 """The general engine's native event loop (``csrc/general_chunk.cc``, through
 ``physics.process.general_native``) against the XLA engine: whole runs of random lines (every
 routing policy, merges, handoffs, conveyors, timed sources, several servers and sinks, scrap,
-both failure modes, every family but gamma), the benchmark line and a line of ties end in the
-same state, bit for bit; so does a run continued with ``advance``. Lines with gamma times stay
-in XLA."""
+both failure modes, every family; gamma times with and without the boost of a shape below 1) and
+the benchmark line end in the same state, bit for bit; so does a run continued with
+``advance``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ DISTS = [
     "{dist: lognormal, mean: %(m)s, cv: %(cv)s}",
     "{dist: uniform, low: %(lo)s, high: %(hi)s}",
     "{dist: empirical, values: [%(lo)s, %(m)s, %(m)s, %(hi)s]}",
+    "{dist: gamma, mean: %(m)s, cv: %(cv)s}",
+    "{dist: gamma, mean: %(m)s, cv: 1.3}",  # shape below 1: the boost
     "%(m)s",
 ]
 
@@ -203,13 +205,22 @@ def test_threads_do_not_change_results() -> None:
     assert int(np.min(np.asarray(outs[0][1])[:, 0])) == 300  # every lane took 300 steps
 
 
-def test_gamma_lines_stay_in_xla() -> None:
-    """The kernel does not repeat the gamma sampler's threefry draws: such lines run in XLA."""
-    text = random_general_line(0).replace(
-        "{dist: exponential, mean: 12.112}", "{dist: gamma, mean: 12, cv: 0.5}"
-    )
-    model, p = _setup(text, None, 2, False)
+WIDE = """
+line: wide
+stations:
+  - {id: a, process_time: {dist: gamma, mean: 200, cv: 0.5}, servers: 9}
+  - {id: b, process_time: 20}
+buffers:
+  - {id: q, from: a, to: b, capacity: 2}
+"""
+
+
+def test_a_gamma_station_of_many_servers_stays_in_xla() -> None:
+    """Over ``dists.GAMMA_RETRY_SLOTS`` servers, XLA draws a gamma station's times by its bulk
+    path, which the kernel does not repeat: such a line runs in XLA."""
+    model, p = _setup(WIDE, None, 2, False)
     assert not general_native.applies(model, p)
+    assert general_native.applies(*_setup(WIDE.replace("servers: 9", "servers: 8"), None, 2, False))
     s = engine.run(model, p, jax.random.split(jax.random.PRNGKey(0), 2), chunk=256)
     assert int(np.min(np.asarray(s.completions))) > 100
 

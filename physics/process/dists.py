@@ -336,7 +336,8 @@ def sample(
             mu, sigma = lognormal_params(mean, cv)
             return exp(mu + sigma * normal_ppf(u))
         case DistKind.GAMMA:
-            return gamma(key, 1.0 / (cv * cv), u.shape, start) * mean * cv * cv
+            cv2 = cv * cv
+            return gamma(key, 1.0 / cv2, u.shape, start, inv_shape=cv2) * mean * cv * cv
         case DistKind.UNIFORM:
             return low + (high - low) * u
         case DistKind.EMPIRICAL:
@@ -404,7 +405,11 @@ def _retry_by_group(
 
 
 def gamma(
-    key: jax.Array, shape: jax.Array, size: tuple[int, ...], start: jax.Array | None = None
+    key: jax.Array,
+    shape: jax.Array,
+    size: tuple[int, ...],
+    start: jax.Array | None = None,
+    inv_shape: jax.Array | None = None,
 ) -> jax.Array:
     """Standard gamma variates (scale 1) of ``shape`` > 0, float64, exactly distributed.
 
@@ -425,6 +430,11 @@ def gamma(
     numbers (a retry from its group's number and the round), so the pieces give the same
     variates however the sequence is cut, as long as every piece holds whole groups of
     ``GAMMA_GROUP`` (``n`` and ``start`` multiples of it).
+
+    ``inv_shape``, where the caller has it (``1 / shape``; :func:`sample` passes ``cv^2``), makes
+    the boost's exponent ``log(U) * inv_shape`` instead of ``log(U) / shape``: an explicit product,
+    where XLA rewrites a division by a ``1 / cv^2`` into a product with ``cv^2`` in some fusions
+    and not in others (the native kernels repeat the product).
     """
     size = tuple(size)
     n = math.prod(size)
@@ -484,5 +494,9 @@ def gamma(
                 propose, lambda i, g: uniform(k_more, (2, 1, g), block=i), d, c, val, got
             )
         ub = _gamma_uniforms(k_boost, (n,), bulk=not few)
-    out = jnp.where(boost, val * exp(log(1.0 - ub) / shape), val)
+    if inv_shape is None:
+        expo = log(1.0 - ub) / shape
+    else:
+        expo = log(1.0 - ub) * jnp.broadcast_to(inv_shape, size).ravel()
+    out = jnp.where(boost, val * exp(expo), val)
     return out.reshape(size)

@@ -1244,8 +1244,8 @@ def run(
     """Run a batch of variants to their horizons. ``params`` and ``keys`` have a leading axis V.
 
     ``progress`` is called after each chunk with the fraction of simulated time done (the
-    slowest variant's). Returns the batched final :class:`State`. On a CPU, a line without gamma
-    times runs its steps in the native event loop (:mod:`physics.process.general_native`, every
+    slowest variant's). Returns the batched final :class:`State`. On a CPU, the steps run in the
+    native event loop where it applies (:mod:`physics.process.general_native`, every
     core; the same results, bit for bit); otherwise a large batch on a CPU with several cores
     is spread over them (``physics.process.devices``; the same results).
     """

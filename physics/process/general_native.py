@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from physics.process import engine, native
-from physics.process.dists import lognormal_params
+from physics.process.dists import GAMMA_RETRY_SLOTS, gamma_constants, lognormal_params
 from physics.process.model import LT_EDGES, Model, Params
 from scenes.spec import DistKind, FailureMode, RoutingPolicy
 
@@ -40,7 +40,7 @@ I_FIELDS = (
 )  # fmt: skip
 PF_FIELDS = (
     "pa", "pb", "pt_values", "scrap", "mtbf", "mttr", "transit", "weights", "ia_a", "ia_b",
-    "ia_values", "warmup", "horizon",
+    "ia_values", "warmup", "horizon", "pg", "ia_g",
 )  # fmt: skip
 PI_FIELDS = ("pt_nvalues", "servers", "capacity", "ia_nvalues")
 
@@ -96,7 +96,7 @@ def layout(model: Model, width: int) -> Layout:
     psizes = {
         "pa": s, "pb": s, "pt_values": s * m, "scrap": s, "mtbf": s, "mttr": s, "transit": b,
         "weights": s * width, "ia_a": q, "ia_b": q, "ia_values": q * m, "warmup": 1,
-        "horizon": 1, "pt_nvalues": s, "servers": s, "capacity": b, "ia_nvalues": q,
+        "horizon": 1, "pg": 4 * s, "ia_g": 4 * q, "pt_nvalues": s, "servers": s, "capacity": b, "ia_nvalues": q,
     }  # fmt: skip
     return Layout(
         f=Layout._offsets(sizes, F_FIELDS),
@@ -108,10 +108,16 @@ def layout(model: Model, width: int) -> Layout:
 
 
 def applies(model: Model, params: Params) -> bool:
-    """Whether this line's runs go through the native kernel: on the CPU, kernels available,
-    no gamma times (their few-variate sampler draws from threefry keys, which the kernel does
-    not repeat) and at most :data:`MAX_OUTPUTS` outputs a station."""
-    if jax.default_backend() != "cpu" or DistKind.GAMMA in (*model.kinds, *model.source_kinds):
+    """Whether this line's runs go through the native kernel: on the CPU, kernels available, at
+    most :data:`MAX_OUTPUTS` outputs a station, and no station with gamma times and more than
+    ``dists.GAMMA_RETRY_SLOTS`` servers (whose times XLA draws by the bulk path, which the kernel
+    does not repeat)."""
+    if jax.default_backend() != "cpu":
+        return False
+    if any(
+        k == DistKind.GAMMA and model.max_servers[i] > GAMMA_RETRY_SLOTS
+        for i, k in enumerate(model.kinds)
+    ):
         return False
     if params.weights.shape[-1] > MAX_OUTPUTS:
         return False
@@ -154,13 +160,25 @@ def topology(model: Model, width: int) -> np.ndarray:
 
 
 def _family(kinds: tuple[DistKind, ...], mean: jax.Array, cv: jax.Array, low: jax.Array,
-            high: jax.Array) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+            high: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
     """Each family's two constants, (V, K) each, as ``dists.sample`` computes them: the mean
-    (deterministic, exponential), mu and sigma (lognormal), low and high - low (uniform)."""
-    a, b = [], []
+    (deterministic, exponential), mu and sigma (lognormal), low and high - low (uniform), the
+    mean and cv (gamma); and (V, K, 4) the gamma sampler's d, c, 1 / shape (cv^2) and boost (1
+    or 0; ``dists.gamma_constants``), zeros for other families."""
+    a, b, g = [], [], []
     for k, kind in enumerate(kinds):
         col = (slice(None), k)
-        if kind == DistKind.LOGNORMAL:
+        if kind == DistKind.GAMMA:
+            # XLA rewrites the boost's log(1 - u) / (1 / cv^2) as log(1 - u) * cv^2
+            cv2 = cv[col] * cv[col]
+            boost, d, c = gamma_constants(1.0 / cv2)
+            g.append(jnp.stack([d, c, cv2, boost.astype(jnp.float64)], axis=-1))
+        else:
+            g.append(jnp.zeros((mean.shape[0], 4)))
+        if kind == DistKind.GAMMA:
+            a.append(mean[col])
+            b.append(cv[col])
+        elif kind == DistKind.LOGNORMAL:
             mu, sigma = lognormal_params(mean[col], cv[col])
             a.append(mu)
             b.append(sigma)
@@ -172,19 +190,20 @@ def _family(kinds: tuple[DistKind, ...], mean: jax.Array, cv: jax.Array, low: ja
             b.append(jnp.zeros_like(mean[col]))
     v = mean.shape[0]
     if not a:
-        return jnp.zeros((v, 0)), jnp.zeros((v, 0))
-    return jnp.stack(a, axis=1), jnp.stack(b, axis=1)
+        return jnp.zeros((v, 0)), jnp.zeros((v, 0)), jnp.zeros((v, 0, 4))
+    return jnp.stack(a, axis=1), jnp.stack(b, axis=1), jnp.stack(g, axis=1)
 
 
 @partial(jax.jit, static_argnums=(0,))
 def _pack_params(model: Model, p: Params) -> tuple[jax.Array, jax.Array]:
     v = p.horizon.shape[0]
-    pa, pb = _family(model.kinds, p.pt_mean, p.pt_cv, p.pt_low, p.pt_high)
-    ia_a, ia_b = _family(model.source_kinds, p.ia_mean, p.ia_cv, p.ia_low, p.ia_high)
+    pa, pb, pg = _family(model.kinds, p.pt_mean, p.pt_cv, p.pt_low, p.pt_high)
+    ia_a, ia_b, ia_g = _family(model.source_kinds, p.ia_mean, p.ia_cv, p.ia_low, p.ia_high)
     f = {
         "pa": pa, "pb": pb, "pt_values": p.pt_values, "scrap": p.scrap, "mtbf": p.mtbf,
         "mttr": p.mttr, "transit": p.transit, "weights": p.weights, "ia_a": ia_a, "ia_b": ia_b,
-        "ia_values": p.ia_values, "warmup": p.warmup, "horizon": p.horizon,
+        "ia_values": p.ia_values, "warmup": p.warmup, "horizon": p.horizon, "pg": pg,
+        "ia_g": ia_g,
     }  # fmt: skip
     i = {
         "pt_nvalues": p.pt_nvalues, "servers": p.servers, "capacity": p.capacity,

@@ -232,9 +232,9 @@ def _samples_native(
         elif kind == DistKind.GAMMA:
             a.append(mean)
             b.append(cv)
-            shape = 1.0 / (cv * cv)
-            boost, d, c = gamma_constants(shape)
-            gpar = gpar.at[k].set(jnp.stack([d, c, shape, boost * one]))
+            cv2 = cv * cv  # the boost's exponent is log(U) * cv^2 (dists.gamma's inv_shape)
+            boost, d, c = gamma_constants(1.0 / cv2)
+            gpar = gpar.at[k].set(jnp.stack([d, c, cv2, boost * one]))
             station = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_g, k)
             streams = jax.vmap(lambda key: jax.random.split(key, 3))(station)  # (V, 3)
             gseed = gseed.at[k].set(stream_seed(streams).T)

@@ -14,8 +14,9 @@
 //     a part); a draw is a pure function of (lane key, event number, slot), so here a slot's
 //     time is drawn only when it starts a part;
 //   - lead times go straight into the histogram instead of a table binned at the chunk's end.
-// Lines with gamma times are not handled here (their few-variate sampler draws from
-// threefry keys); engine.run keeps them in XLA.
+// Gamma times repeat dists.gamma's few-variate path (JAX's threefry keys and uniforms, the
+// retry rounds over a station's rejected variates); a gamma station of more than 8 servers,
+// which XLA draws by its bulk path, is refused (general_native.applies keeps it in XLA).
 //
 // Layout: lanes first, one row a lane. The state is the public engine.State, every f64 field
 // flattened into one row of `sf` and every s32 field into one row of `si` (buffers oldest
@@ -57,7 +58,7 @@ enum FField { fNow, fTEnd, fTFail, fTRep, fTtf, fRem, fRel, fBlk, fRingT, fRingR
 enum IField { iNEvents, iSt, iPrev, iDest, iCount, iQHead, iQCount, iRr, iWip, iDelivered,
               iProduced, iScrapped, iCompletions, iLost, kIFields };
 enum PFField { pA, pB, pValues, pScrap, pMtbf, pMttr, pTransit, pWeights, pIaA, pIaB, pIaValues,
-               pWarmup, pHorizon, kPFFields };
+               pWarmup, pHorizon, pG, pIaG, kPFFields };
 enum PIField { pNValues, pServers, pCapacity, pIaNValues, kPIFields };
 
 // The line's static structure (engine._tables and the Model), read from `topo`.
@@ -160,6 +161,72 @@ inline double counter_uniform(uint32_t k0, uint32_t k1, uint32_t counter, uint32
   return index % 2 ? unit_f64(w[2], w[3]) : unit_f64(w[0], w[1]);
 }
 
+// JAX's threefry2x32 (Salmon et al., SC'11), as jax._src.random.threefry2x32 lowers it: the
+// gamma sampler's keys and uniforms (jax.random.fold_in, split and uniform).
+struct TfKey {
+  uint32_t a, b;
+};
+
+inline uint32_t rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+inline TfKey threefry(TfKey k, uint32_t x0, uint32_t x1) {
+  static constexpr int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  const uint32_t ks[3] = {k.a, k.b, k.a ^ k.b ^ 0x1BD11BDAu};
+  x0 += ks[0], x1 += ks[1];
+  for (int i = 0; i < 5; ++i) {
+    for (int r : kRot[i % 2]) x0 += x1, x1 = rotl(x1, r), x1 ^= x0;
+    x0 += ks[(i + 1) % 3], x1 += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+  return {x0, x1};
+}
+
+// jax.random.fold_in(k, d), which is also key d of jax.random.split(k, n) (the partitionable
+// threefry, jax's default).
+inline TfKey fold_in(TfKey k, uint32_t d) { return threefry(k, 0, d); }
+
+// Number `index` (flat) of jax.random.uniform(k, shape, float64).
+inline double tf_uniform(TfKey k, uint64_t index) {
+  const TfKey o = threefry(k, static_cast<uint32_t>(index >> 32), static_cast<uint32_t>(index));
+  return unit_f64(o.a, o.b);
+}
+
+constexpr int kMaxFew = 8;  // dists.GAMMA_RETRY_SLOTS
+
+// dists.gamma's few-variate path: n <= kMaxFew standard gamma variates of one shape (g: d, c,
+// 1 / shape and whether it is boosted, as dists.gamma_constants computes them) from `key`: two
+// proposals each up front, then rounds in which the rejected variates, in order, take fresh
+// proposals from the round's slots. The shape is 1 / cv^2, and XLA rewrites the boost's division
+// by it as a product with cv^2 (g[2]).
+inline void gamma_few(TfKey key, int n, const double* g, double* out) {
+  const double d = g[0], c = g[1], inv_shape = g[2];
+  const TfKey first = fold_in(key, 0), more = fold_in(key, 1), boost = fold_in(key, 2);
+  char got[kMaxFew];
+  for (int j = 0; j < n; ++j) {
+    // uniforms (2, 2, n): [normal or test][proposal][variate]; the first accepted wins
+    char ok0, ok1;
+    const double v0 = propose(tf_uniform(first, j), tf_uniform(first, 2 * n + j), d, c, &ok0);
+    const double v1 = propose(tf_uniform(first, n + j), tf_uniform(first, 3 * n + j), d, c, &ok1);
+    out[j] = ok0 ? v0 : v1;
+    got[j] = ok0 || ok1;
+  }
+  for (uint32_t round = 0;; ++round) {
+    int idx[kMaxFew], m = 0;
+    for (int j = 0; j < n; ++j) {
+      if (!got[j]) idx[m++] = j;
+    }
+    if (!m) break;
+    const TfKey k = fold_in(more, round);  // uniforms (2, 1, n): slot s takes number s
+    for (int s = 0; s < m; ++s) {
+      char ok;
+      out[idx[s]] = propose(tf_uniform(k, s), tf_uniform(k, n + s), d, c, &ok);
+      got[idx[s]] = ok;
+    }
+  }
+  if (g[3] != 0.0) {
+    for (int j = 0; j < n; ++j) out[j] *= exp_(log_(1.0 - tf_uniform(boost, j)) * inv_shape);
+  }
+}
+
 // dists.sample for one uniform: a (deterministic and exponential: the mean; lognormal: mu;
 // uniform: low), b (lognormal: sigma; uniform: high - low), an empirical table of nv values.
 inline double sample(int kind, double u, double a, double b, const double* values, int32_t nv) {
@@ -198,7 +265,7 @@ struct Lane {
       *produced, *scrapped, *completions, *lost, *hist;
   // parameters
   const double *pa, *pb, *values, *scrap, *mtbf, *mttr, *transit, *weights, *ia_a, *ia_b,
-      *ia_values;
+      *ia_values, *pg, *ia_g;
   double warmup, horizon;
   const int32_t *nvalues, *servers, *capacity, *ia_nvalues;
   uint32_t k0, k1;
@@ -210,10 +277,18 @@ struct Lane {
   bool in_window = false;
   std::vector<char> active;
   std::vector<int> n_idle, n_blocked;  // per station (see set())
+  // gamma stations: the step's variates of all their slots (drawn together), and its step
+  std::vector<double> gamma_draw;
+  std::vector<int64_t> gamma_step;
 
   Lane(const Topo& T_, double* sf, int32_t* si, const double* pf, const int32_t* pi,
        const uint32_t* key, int32_t* hist_, const double* edges_, int32_t bins_)
-      : T(T_), hist(hist_), edges(edges_), bins(bins_), active(T_.N), n_idle(T_.S), n_blocked(T_.S) {
+      : T(T_), hist(hist_), edges(edges_), bins(bins_),
+        active(T_.N),
+        n_idle(T_.S),
+        n_blocked(T_.S),
+        gamma_draw(T_.N),
+        gamma_step(T_.S, -1) {
     const int* o = T.off_f;
     now = sf + o[fNow], t_end = sf + o[fTEnd], t_fail = sf + o[fTFail], t_rep = sf + o[fTRep];
     ttf = sf + o[fTtf], rem = sf + o[fRem], rel = sf + o[fRel], blk = sf + o[fBlk];
@@ -231,6 +306,7 @@ struct Lane {
     mtbf = pf + a[pMtbf], mttr = pf + a[pMttr], transit = pf + a[pTransit];
     weights = pf + a[pWeights], ia_a = pf + a[pIaA], ia_b = pf + a[pIaB];
     ia_values = pf + a[pIaValues], warmup = pf[a[pWarmup]], horizon = pf[a[pHorizon]];
+    pg = pf + a[pG], ia_g = pf + a[pIaG];
     const int* b = T.off_pi;
     nvalues = pi + b[pNValues], servers = pi + b[pServers], capacity = pi + b[pCapacity];
     ia_nvalues = pi + b[pIaNValues];
@@ -262,12 +338,33 @@ struct Lane {
   int cnt(int e) const { return T.may_queue[e] ? count[e] : 0; }
   double head_ready(int e) { return rt(e)[0] + transit[e]; }
 
+  // The step's gamma key (engine._gamma_key): its first two Philox words.
+  TfKey gamma_key() const {
+    uint32_t w[4];
+    philox(k0, k1, ctr, 0, kCounterTag + 1, 0, w);
+    return {w[0], w[1]};
+  }
+
+  // t plus a gamma time of mean a and cv b from the standard variate x, as XLA rounds it.
+  static double plus_gamma(double t, double x, double a, double b) {
+    return std::fma(x * a * b, b, t);
+  }
+
   // _Xfer.start: slot n starts a part released at r; its time is the step's draw for n.
   void start(int n, double r) {
     const int i = T.station[n];
     set(n, kBusy);
-    t_end[n] = plus_sample(t, T.kind[i], u(static_cast<uint32_t>(n)), pa[i], pb[i],
-                           values + static_cast<int64_t>(i) * T.M, nvalues[i]);
+    if (T.kind[i] == kGamma) {
+      if (gamma_step[i] != ctr) {  // the station's slots draw together (engine._process_times)
+        gamma_few(fold_in(gamma_key(), static_cast<uint32_t>(i)), T.max_servers[i],
+                  pg + 4 * static_cast<int64_t>(i), gamma_draw.data() + T.offset[i]);
+        gamma_step[i] = ctr;
+      }
+      t_end[n] = plus_gamma(t, gamma_draw[n], pa[i], pb[i]);
+    } else {
+      t_end[n] = plus_sample(t, T.kind[i], u(static_cast<uint32_t>(n)), pa[i], pb[i],
+                             values + static_cast<int64_t>(i) * T.M, nvalues[i]);
+    }
     rel[n] = r;
     if (T.fmode[i] == kOperation) t_fail[n] = t + ttf[n];
   }
@@ -569,8 +666,16 @@ struct Lane {
       } else {
         *lost += 1;
       }
-      next_arr[q] = plus_sample(t, T.src_kind[q], u(static_cast<uint32_t>(N)), ia_a[q], ia_b[q],
-                                ia_values + static_cast<int64_t>(q) * T.M, ia_nvalues[q]);
+      if (T.src_kind[q] == kGamma) {
+        double x;
+        const TfKey key = fold_in(fold_in(gamma_key(), 7), 1000 + static_cast<uint32_t>(q));
+        gamma_few(key, 1, ia_g + 4 * static_cast<int64_t>(q), &x);
+        next_arr[q] = plus_gamma(t, x, ia_a[q], ia_b[q]);
+      } else {
+        next_arr[q] = plus_sample(t, T.src_kind[q], u(static_cast<uint32_t>(N)), ia_a[q],
+                                  ia_b[q], ia_values + static_cast<int64_t>(q) * T.M,
+                                  ia_nvalues[q]);
+      }
     }
     // kind 4, a conveyor's head arriving: only the transfer phase moves it
   }
@@ -602,13 +707,16 @@ ffi::Error GeneralChunk(ffi::Buffer<ffi::S32> topo_b, ffi::Buffer<ffi::U32> key_
   if (!T.ok) return ffi::Error::InvalidArgument("twin_general_chunk: malformed topology");
   if (T.W > 64) return ffi::Error::InvalidArgument("twin_general_chunk: over 64 outputs");
   for (int i = 0; i < T.S; ++i) {
-    if (T.kind[i] == kGamma || T.kind[i] < 0 || T.kind[i] > kEmpirical) {
-      return ffi::Error::InvalidArgument("twin_general_chunk: unsupported family (gamma)");
+    if (T.kind[i] < 0 || T.kind[i] > kEmpirical) {
+      return ffi::Error::InvalidArgument("twin_general_chunk: unknown distribution family");
+    }
+    if (T.kind[i] == kGamma && T.max_servers[i] > kMaxFew) {
+      return ffi::Error::InvalidArgument("twin_general_chunk: a gamma station over 8 servers");
     }
   }
   for (int q = 0; q < T.Q; ++q) {
-    if (T.src_kind[q] == kGamma || T.src_kind[q] < 0 || T.src_kind[q] > kEmpirical) {
-      return ffi::Error::InvalidArgument("twin_general_chunk: unsupported family (gamma)");
+    if (T.src_kind[q] < 0 || T.src_kind[q] > kEmpirical) {
+      return ffi::Error::InvalidArgument("twin_general_chunk: unknown distribution family");
     }
   }
   const auto sd = sf_b.dimensions();

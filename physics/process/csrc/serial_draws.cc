@@ -19,7 +19,7 @@
 //         keys), j (V) s32 (the chunk's first part), kind (K) s32 (DrawKind), a, b (K, V) f64
 //         (per family: deterministic mean; exponential mean; lognormal mu, sigma of the log;
 //         uniform low, high - low; gamma mean, cv), gseed (K, 3, V) u64 (a gamma station's
-//         first, retry and boost streams), gpar (K, 4, V) f64 (gamma d, c, shape, boost 0/1),
+//         first, retry and boost streams), gpar (K, 4, V) f64 (gamma d, c, 1/shape, boost 0/1),
 //         values (K, V, m) f64 and nvalues (K, V) s32 (empirical).
 //   rets: times (K, n, V) f64.
 
@@ -115,20 +115,6 @@ __attribute__((noinline)) void lognormal_row(const double* __restrict z,
   for (int64_t v = 0; v < V; ++v) out[v] = exp_(std::fma(sigma[v], z[v], mu[v]));
 }
 
-// dists.gamma's proposal from its standard normal x = normal_ppf(clip(u0, 1e-300, 1)) and its
-// second uniform u1: d (1 + c x)^3 and whether Marsaglia and Tsang's test accepts it.
-inline double propose_from(double x, double u1, double d, double c, char* ok) {
-  const double y = std::fma(c, x, 1.0);
-  const double v = y * (y * y);
-  const double rhs = std::fma(d, log_(v > 0 ? v : 1.0), std::fma(-d, v, std::fma(0.5 * x, x, d)));
-  *ok = (v > 0) & (log_(u1) < rhs);  // both evaluated: no branch in the lane loop
-  return d * v;
-}
-
-inline double propose(double u0, double u1, double d, double c, char* ok) {
-  return propose_from(normal_ppf(clip(u0, 1e-300, 1.0)), u1, d, c, ok);
-}
-
 constexpr int64_t kGroup = 16;  // dists.GAMMA_GROUP
 
 // dists.gamma with ``start``, the first proposal of part row r in every lane: variate j + r
@@ -160,7 +146,7 @@ __attribute__((noinline)) void gamma_first_finish(const double* __restrict x,
 template <bool kBoost>
 __attribute__((noinline)) void gamma_finish(const uint64_t* __restrict s2,
                                             const int32_t* __restrict j, int64_t r,
-                                            const double* __restrict shape,
+                                            const double* __restrict inv_shape,
                                             const double* __restrict boost,
                                             const double* __restrict mean,
                                             const double* __restrict cv, double* __restrict out,
@@ -169,7 +155,7 @@ __attribute__((noinline)) void gamma_finish(const uint64_t* __restrict s2,
     double x = out[v];
     if constexpr (kBoost) {
       const uint64_t at = part_number(j[v], r);
-      const double boosted = x * exp_(log_(1.0 - uniform_at(s2[v], at)) / shape[v]);
+      const double boosted = x * exp_(log_(1.0 - uniform_at(s2[v], at)) * inv_shape[v]);
       x = boost[v] != 0.0 ? boosted : x;
     }
     out[v] = x * mean[v] * cv[v] * cv[v];
@@ -404,7 +390,7 @@ ffi::Error SerialDraws(ffi::Buffer<ffi::U64> seed_b, ffi::Buffer<ffi::S32> j_b,
         break;
       case kGamma: {
         const uint64_t* gs = gseed_b.typed_data() + k * 3 * V;  // first, retry, boost streams
-        const double* gp = gpar_b.typed_data() + k * 4 * V;     // d, c, shape, boost
+        const double* gp = gpar_b.typed_data() + k * 4 * V;     // d, c, 1/shape, boost
         for (int64_t r = 0; r < n; ++r) {
           gamma_first_uniforms(gs, j, r, u.data(), u1.data(), V);
           normal_ppf_row(u.data(), z.data(), scratch, V);

@@ -155,6 +155,20 @@ inline double normal_ppf(double p) {
   return std::fabs(q) <= 0.425 ? ppf_central(q) : ppf_tail(p, q);
 }
 
+// dists.gamma's proposal from its standard normal x = normal_ppf(clip(u0, 1e-300, 1)) and its
+// second uniform u1: d (1 + c x)^3 and whether Marsaglia and Tsang's test accepts it.
+inline double propose_from(double x, double u1, double d, double c, char* ok) {
+  const double y = std::fma(c, x, 1.0);
+  const double v = y * (y * y);
+  const double rhs = std::fma(d, log_(v > 0 ? v : 1.0), std::fma(-d, v, std::fma(0.5 * x, x, d)));
+  *ok = (v > 0) & (log_(u1) < rhs);  // both evaluated: no branch in the lane loop
+  return d * v;
+}
+
+inline double propose(double u0, double u1, double d, double c, char* ok) {
+  return propose_from(normal_ppf(clip(u0, 1e-300, 1.0)), u1, d, c, ok);
+}
+
 // model.lt_bins of one lead time x on the histogram's edges (bins + 1 of them, log-spaced,
 // per_decade bins a decade from 1e-2): the bin read off the logarithm, then checked against the
 // two edges around it (so exact, whatever the logarithm's last bit); NaN (none) gets bin 0.
