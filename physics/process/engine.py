@@ -1363,7 +1363,8 @@ def advance(
     if _native(model, p):
         from physics.process import general_native
 
-        return general_native.advance(model, p, state, chunk=chunk, progress=progress)
+        start = _export_batch(model, *_import_batch(model, state))  # buffers re-based
+        return general_native.advance(model, p, start, chunk=chunk, progress=progress)
     once = _once()  # traced by _chunk_batch: see there
     s, hist = _import_batch(model, state)
     s, hist = _to_horizon(

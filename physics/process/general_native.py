@@ -155,7 +155,7 @@ def topology(model: Model, width: int) -> np.ndarray:
     out += [-1 if x is None else x for x in tb.pos_r]
     out += list(model.source_station)
     out += [native.DRAW_KINDS[str(k)] for k in model.source_kinds]
-    out += list(tb.pos_a) + list(model.order)
+    out += list(model.order)
     return np.asarray(out, dtype=np.int32)
 
 
@@ -216,9 +216,8 @@ def _pack_params(model: Model, p: Params) -> tuple[jax.Array, jax.Array]:
 
 @partial(jax.jit, static_argnums=(0,))
 def _pack_state(model: Model, s: engine.State) -> tuple[jax.Array, jax.Array]:
-    """``s`` (batched) as its packed f64 and int32 rows, buffers re-based to their heads."""
-    lanes = jax.vmap(partial(engine._import, model))(s)
-    s = jax.vmap(partial(engine._export, model))(lanes, s.lt_hist)
+    """``s`` (batched, every buffer's oldest part first: ``head`` 0, as ``engine._export``
+    leaves it) as its packed f64 and int32 rows."""
     v = s.now.shape[0]
 
     def rows(names: tuple[str, ...], dtype: jnp.dtype) -> jax.Array:
@@ -242,19 +241,8 @@ def _unpack_state(
     return engine.State(key=key, head=head, lt_hist=hist, **fields)
 
 
-@partial(jax.jit, donate_argnums=(6, 7, 8))
-def _chunk(
-    topo: jax.Array,
-    key: jax.Array,
-    pf: jax.Array,
-    pi: jax.Array,
-    edges: jax.Array,
-    ctl: jax.Array,
-    sf: jax.Array,
-    si: jax.Array,
-    hist: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return native.general_chunk(topo, key, pf, pi, edges, ctl, sf, si, hist)
+#: ``native.general_chunk`` compiled, the state's arrays donated (updated in place).
+_chunk = jax.jit(native.general_chunk, donate_argnums=(6, 7, 8))
 
 
 def _threads(lanes: int) -> int:
@@ -272,20 +260,20 @@ def advance(
     chunk: int,
     progress: Callable[[float], None] | None,
 ) -> engine.State:
-    """Every lane of the batched ``state`` to its ``params.horizon`` (past it: the lane is done),
+    """Every lane of the batched ``state`` (its buffers oldest part first, ``head`` 0: see
+    :func:`_pack_state`) to its ``params.horizon`` (past it: the lane is done),
     in chunks of ``chunk`` steps; ``progress`` after each chunk with the slowest lane's share
     of its horizon. ``params`` has a leading lane axis, as in :func:`engine.run`."""
     width = int(params.weights.shape[-1])
     v = state.now.shape[0]
-    p = params
-    pf, pi = _pack_params(model, p)
+    pf, pi = _pack_params(model, params)
     sf, si = _pack_state(model, state)
     hist = jnp.array(state.lt_hist, dtype=jnp.int32)
     topo = jnp.asarray(topology(model, width))
     key = jnp.asarray(state.key, dtype=jnp.uint32)
     edges = jnp.asarray(LT_EDGES)
     ctl = jnp.asarray([chunk, _threads(v)], dtype=jnp.int32)
-    horizon = np.asarray(p.horizon)
+    horizon = np.asarray(params.horizon)
     while True:
         sf, si, hist = _chunk(topo, key, pf, pi, edges, ctl, sf, si, hist)
         now = np.asarray(sf[:, 0])

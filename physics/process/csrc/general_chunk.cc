@@ -73,10 +73,11 @@ struct Topo {
   std::vector<int> pulls;  // pull() may take a part: a source, or inputs that queue or hand over
   // buffers
   std::vector<int> src, dst, may_handoff, may_queue, pulled, pos_v;
+  std::vector<int> out_pos;  // the buffer's place among its source station's outputs
   // slots
   std::vector<int> station, local, keeps_dest, keeps_blk, pos_f, pos_r;
   // sources
-  std::vector<int> src_station, src_kind, pos_a;
+  std::vector<int> src_station, src_kind;
   std::vector<int> order;
   bool ok = false;
 };
@@ -121,10 +122,17 @@ Topo read_topo(const int32_t* p, int64_t n) {
   t.may_queue = r.list(t.B), t.pulled = r.list(t.B), t.pos_v = r.list(t.B);
   t.station = r.list(t.N), t.local = r.list(t.N), t.keeps_dest = r.list(t.N);
   t.keeps_blk = r.list(t.N), t.pos_f = r.list(t.N), t.pos_r = r.list(t.N);
-  t.src_station = r.list(t.Q), t.src_kind = r.list(t.Q), t.pos_a = r.list(t.Q);
+  t.src_station = r.list(t.Q), t.src_kind = r.list(t.Q);
   t.order = r.list(t.S);
   t.single_pull.resize(t.S);
   t.pulls.resize(t.S);
+  t.out_pos.assign(t.B, -1);
+  for (int i = 0; i < t.S; ++i) {
+    for (size_t k = 0; k < t.outs[i].size(); ++k) {
+      const int e = t.outs[i][k];
+      if (e >= 0 && e < t.B) t.out_pos[e] = static_cast<int>(k);
+    }
+  }
   for (int j = 0; j < t.S; ++j) {
     t.single_pull[j] = t.max_servers[j] == 1 && (!t.ins[j].empty() || t.source_of[j] >= 0);
     t.pulls[j] = t.source_of[j] >= 0;
@@ -150,8 +158,7 @@ inline void philox(uint32_t k0, uint32_t k1, uint32_t x0, uint32_t x1, uint32_t 
 }
 
 inline double unit_f64(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = (static_cast<uint64_t>(hi) << 32) | lo;
-  return bits_to_double((bits >> 12) | 0x3FF0000000000000ull) - 1.0;
+  return unit_from_bits((static_cast<uint64_t>(hi) << 32) | lo);
 }
 
 // Number `index` of dists.counter_uniforms(key, counter, n): two uniforms a Philox block.
@@ -389,28 +396,28 @@ struct Lane {
   void deliver(int i) {
     if (!n_blocked[i]) return;
     double sum = 0.0;
-    int32_t n_counted = 0, n_blocked = 0;
+    int32_t counted = 0, freed = 0;
     for (int n = T.offset[i]; n < T.offset[i] + T.max_servers[i]; ++n) {
       if (st[n] != kBlocked) continue;
-      ++n_blocked;
+      ++freed;
       if (in_window) {
         const double lead = t - rel[n];
-        ++n_counted;
+        ++counted;
         sum += lead;
         hist[lead_bin(lead, edges, bins, bins / 10.0)] += 1;
       }
       set(n, kIdle);
     }
     *lt_sum = *lt_sum + sum;
-    *delivered += n_counted;
-    *wip -= n_blocked;
+    *delivered += counted;
+    *wip -= freed;
   }
 
   void push(int i) {
+    if (!n_blocked[i]) return;
     const std::vector<int>& outs = T.outs[i];
     const int n_out = static_cast<int>(outs.size());
     const int policy = T.routing[i];
-    if (!n_blocked[i]) return;
     for (int n = T.offset[i]; n < T.offset[i] + T.max_servers[i]; ++n) {
       if (st[n] != kBlocked) continue;
       int choice = 0;
@@ -495,7 +502,7 @@ struct Lane {
           const int up = T.src[e];
           for (int un = T.offset[up]; un < T.offset[up] + T.max_servers[up]; ++un) {
             bool ok = st[un] == kBlocked && capacity[e] == 0;
-            if (T.keeps_dest[un]) ok = ok && dest[un] == index_of(T.outs[up], e);
+            if (T.keeps_dest[un]) ok = ok && dest[un] == T.out_pos[e];
             if (ok) {
               any = true;
               if (kind < 0 || blk[un] < best) best = blk[un], kind = 1, be = e, bun = un;
@@ -527,13 +534,6 @@ struct Lane {
     }
   }
 
-  static int index_of(const std::vector<int>& v, int x) {
-    for (size_t k = 0; k < v.size(); ++k) {
-      if (v[k] == x) return static_cast<int>(k);
-    }
-    return -1;
-  }
-
   bool can_move() {
     // idle_any before anything (nothing changes while checking)
     for (int e = 0; e < T.B; ++e) {
@@ -545,7 +545,7 @@ struct Lane {
       const int end = n_blocked[up] ? T.offset[up] + T.max_servers[up] : 0;
       for (int n = T.offset[up]; n < end && !blocked; ++n) {
         bool b = st[n] == kBlocked;
-        if (T.keeps_dest[n]) b = b && dest[n] == index_of(T.outs[up], e);
+        if (T.keeps_dest[n]) b = b && dest[n] == T.out_pos[e];
         blocked = b;
       }
       if (!blocked) continue;
@@ -598,7 +598,7 @@ struct Lane {
     for (int q = 0; q < T.Q; ++q) consider(next_arr[q], 3, q);
     for (int e = 0; e < T.B; ++e) {
       if (T.pos_v[e] < 0) continue;
-      const double head = rt(e)[0] + transit[e];
+      const double head = head_ready(e);
       consider(count[e] > 0 && head > *now ? head : kInf, 4, e);
     }
     const bool fire = t_ev <= horizon;

@@ -44,9 +44,13 @@ inline uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-inline double uniform_at(uint64_t seed, uint64_t index) {
-  const uint64_t bits = mix64(seed + (index + 1) * kGolden);
+// dists._unit_from_bits: a uniform on [0, 1) from the top 52 bits of a 64-bit word.
+inline double unit_from_bits(uint64_t bits) {
   return bits_to_double((bits >> 12) | 0x3FF0000000000000ull) - 1.0;
+}
+
+inline double uniform_at(uint64_t seed, uint64_t index) {
+  return unit_from_bits(mix64(seed + (index + 1) * kGolden));
 }
 
 inline double clip(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
